@@ -1,0 +1,101 @@
+"""CIFAR-size architectures, the ``model_dict`` registry and classifier-head helpers.
+
+Every model is built as ``model_dict[name](num_classes=100)`` and called as
+``model(x, is_feat=False, preact=False)``: logits (B, num_classes), or with ``is_feat``
+``(feats, logits)`` where feats = [stem output, each stage output (pre-ReLU with ``preact``),
+pooled vector]. Parameter and buffer names equal RepDistiller's, so its published
+``ckpt_epoch_240.pth`` files load with ``strict=True``.
+
+To add an architecture: write its module here (copy the closest family), then add one line to
+``model_dict``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from .mobilenetv2 import mobile_half
+from .resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4, resnet44, resnet56, resnet110
+from .resnetv2 import ResNet50
+from .shufflenetv1 import ShuffleV1
+from .shufflenetv2 import ShuffleV2
+from .util import ConvReg, Connector, Embed, LinearEmbed, Normalize, Paraphraser, Translator
+from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
+from .wrn import wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
+
+__all__ = [
+    "model_dict",
+    "get_classifier",
+    "set_classifier",
+    "ConvReg",
+    "Connector",
+    "Embed",
+    "LinearEmbed",
+    "Normalize",
+    "Paraphraser",
+    "Translator",
+]
+
+model_dict: dict[str, Callable[..., nn.Module]] = {
+    "resnet8": resnet8,
+    "resnet14": resnet14,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet44": resnet44,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    "resnet8x4": resnet8x4,
+    "resnet32x4": resnet32x4,
+    "ResNet50": ResNet50,
+    "wrn_16_1": wrn_16_1,
+    "wrn_16_2": wrn_16_2,
+    "wrn_40_1": wrn_40_1,
+    "wrn_40_2": wrn_40_2,
+    "vgg8": vgg8,
+    "vgg11": vgg11,
+    "vgg13": vgg13,
+    "vgg16": vgg16,
+    "vgg19": vgg19,
+    "MobileNetV2": mobile_half,
+    "ShuffleV1": ShuffleV1,
+    "ShuffleV2": ShuffleV2,
+}
+
+# Attribute names the architectures use for their final layer (MobileNetV2 wraps it in a Sequential).
+_HEAD_NAMES = ("fc", "linear", "classifier")
+
+
+def _find_classifier(model: nn.Module) -> tuple[nn.Module, str]:
+    """(module holding the final nn.Linear, its attribute name in that module)."""
+    for name in _HEAD_NAMES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Linear):
+            return model, name
+        if isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[-1], nn.Linear):
+            return head, str(len(head) - 1)
+    raise TypeError(
+        f"{type(model).__name__} has no final nn.Linear named {' / '.join(_HEAD_NAMES)} "
+        "(nor a Sequential ending in one)"
+    )
+
+
+def get_classifier(model: nn.Module) -> nn.Linear:
+    """The final linear layer of any ``model_dict`` architecture."""
+    parent, name = _find_classifier(model)
+    return getattr(parent, name)
+
+
+def set_classifier(model: nn.Module, layer: nn.Linear) -> None:
+    """Replace the final linear layer in place (e.g. a new head for transfer learning).
+
+    The new layer's ``in_features`` must equal the pooled feature size of the model.
+    """
+    parent, name = _find_classifier(model)
+    old = getattr(parent, name)
+    if layer.in_features != old.in_features:
+        raise ValueError(
+            f"new classifier takes {layer.in_features} features but {type(model).__name__} "
+            f"produces {old.in_features}"
+        )
+    setattr(parent, name, layer)
