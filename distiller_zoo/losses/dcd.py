@@ -1,0 +1,47 @@
+"""Discriminative and consistent distillation (Giakoumoglou & Stathaki, 2024, "Discriminative and
+Consistent Representation Distillation", arXiv:2407.11802): in-batch contrastive loss with a
+learnable temperature and bias plus a row/column consistency KL term."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DCDLoss(nn.Module):
+    """CE(logits, diagonal) + alpha * KL(log_softmax(logits, 1) || softmax(logits, 0)^T, batchmean).
+
+    logits = S T^T * exp(tau).clamp(max=max_tau) + b, with S, T the L2-normalised linear embeds
+    (to opt.feat_dim) of student and teacher features and tau (init 1), b (init 0) learnable.
+    opt needs s_dim, t_dim, feat_dim. Shapes: f_s (B, s_dim), f_t (B, t_dim) -> scalar.
+    """
+
+    def __init__(
+        self,
+        opt: Any,
+        max_tau: float = 10.0,
+        alpha: float = 0.5,
+        init_tau: float = 1.0,
+        init_b: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.max_tau = max_tau
+        self.alpha = alpha
+        self.tau = nn.Parameter(torch.tensor(float(init_tau)))
+        self.b = nn.Parameter(torch.tensor(float(init_b)))
+        self.embed_s = nn.Linear(opt.s_dim, opt.feat_dim)
+        self.embed_t = nn.Linear(opt.t_dim, opt.feat_dim)
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        student = F.normalize(self.embed_s(f_s), dim=1)
+        teacher = F.normalize(self.embed_t(f_t), dim=1)
+        scale = self.tau.exp().clamp(max=self.max_tau)
+        logits = student @ teacher.t() * scale + self.b
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        contrastive = F.cross_entropy(logits, targets)
+        consistency = F.kl_div(
+            F.log_softmax(logits, dim=1), F.softmax(logits, dim=0).t(), reduction="batchmean"
+        )
+        return contrastive + self.alpha * consistency
