@@ -1,0 +1,104 @@
+"""Atomic checkpoint writes and safe (``weights_only=True``) loading with clear errors."""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from helper.errors import UserError
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    A reader (or a crash at any moment) sees either the previous complete file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True``.
+
+    Older RepDistiller-style files that pickled an ``argparse.Namespace`` load through an
+    explicit allowlist of that one type; nothing else outside tensors/containers is accepted.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"The {what} file '{path}' does not exist. Check the path (it is relative to the "
+                        f"current folder '{Path.cwd()}'), or fetch the published teachers with "
+                        "`sh scripts/fetch_pretrained_teachers.sh`.")
+    if path.is_dir():
+        candidates = sorted(p.name for p in path.glob("*.pth"))
+        hint = f" It contains: {', '.join(candidates)}." if candidates else " It contains no .pth files."
+        raise UserError(f"The {what} path '{path}' is a folder, not a file.{hint} Pass the .pth file itself, "
+                        "e.g. save/models/resnet32x4_vanilla/ckpt_epoch_240.pth.")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise UserError(f"Could not read the {what} '{path}': it is truncated, corrupt or not a PyTorch "
+                        f"checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+                        "Re-download or re-create it; a file cut short by a crash can be replaced by the "
+                        "run's <model>_last.pth.") from None
+    if not isinstance(state, dict) or "model" not in state:
+        keys = list(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"The {what} '{path}' is not a distillers/RepDistiller checkpoint: expected a dict with "
+                        f"a 'model' state_dict, found {keys}.")
+    return state
+
+
+def options_to_dict(opt: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
+    """Options as a plain dict of python scalars/lists so the checkpoint loads with weights_only=True."""
+    items = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt)
+    plain: dict[str, Any] = {}
+    for key, value in items.items():
+        if isinstance(value, (str, int, float, bool, type(None))):
+            plain[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+            plain[key] = list(value)
+        else:
+            plain[key] = str(value)
+    return plain
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: str | Path, arch: str, flag: str) -> None:
+    """Load ``state['model']`` into ``model`` with ``strict=True``; name both archs when they differ."""
+    weights = state["model"]
+    if any(key.startswith("module.") for key in weights):  # saved from DataParallel/DDP
+        weights = {key.removeprefix("module."): value for key, value in weights.items()}
+    recorded = state.get("arch")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        saved_as = f"a '{recorded}'" if recorded else "a different architecture"
+        first = str(error).splitlines()[1:2]
+        raise UserError(f"The checkpoint {flag} '{path}' holds {saved_as} model, which does not match the "
+                        f"architecture '{arch}' it is being loaded into ({' '.join(first).strip()[:160]}). "
+                        f"Pass the matching architecture name, or the checkpoint of a '{arch}' model.") from None

@@ -1,0 +1,39 @@
+"""User-facing errors: one paragraph that says what to do, printed without a traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+import textwrap
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., int | None])
+
+
+class UserError(Exception):
+    """A problem with flags, files or checkpoints that the user can fix; the message says how."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UserError]
+    try:  # the dataset package defines its own error for missing/corrupt files
+        from dataset.base import DatasetError
+
+        types.append(DatasetError)
+    except ImportError:  # pragma: no cover - dataset package always present in the repo
+        pass
+    return tuple(types)
+
+
+def report_user_errors(main: F) -> F:
+    """Decorator for entry points: print UserError/DatasetError as ``error: ...`` and exit with status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except _user_error_types() as error:
+            message = textwrap.fill(str(error), width=100, break_long_words=False, break_on_hyphens=False)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,359 @@
+"""The one train/validate loop shared by train_teacher.py, train_student.py and transfer_student.py.
+
+A *task* says what a training step computes (``compute``) and which module is evaluated and
+saved (``model``); the loop owns everything else: lr schedule, optimisation, device-side meters
+(no host sync per step), progress bar, NaN guard, logging, atomic checkpoints, exact resume and
+graceful stop on SIGINT/SIGTERM.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from helper.checkpoint import save_checkpoint
+from helper.errors import UserError
+from helper.logger import RunLogger
+from helper.util import capture_rng_state, learning_rate_at, restore_rng_state, set_learning_rate
+
+
+@dataclass
+class StepOutput:
+    """What a task returns for one batch: logits for accuracy, named (unweighted) losses, and the
+    weighted total to back-propagate."""
+
+    logits: Tensor | None
+    losses: dict[str, Tensor]
+    total: Tensor
+
+
+class Task(Protocol):
+    model: nn.Module
+
+    def train_mode(self) -> None: ...
+    def compute(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput: ...
+    def after_step(self) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class ClassifierTask:
+    """Plain cross-entropy training of ``model`` (teachers, and linear probes in transfer)."""
+
+    def __init__(self, model: nn.Module, frozen: Iterable[nn.Module] = ()) -> None:
+        self.model = model
+        self.frozen = list(frozen)  # modules kept in eval mode (e.g. a frozen backbone's BN)
+
+    def train_mode(self) -> None:
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
+
+    def compute(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        return StepOutput(logits, {"ce": loss}, loss)
+
+    def after_step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class DivergenceError(UserError):
+    """A loss became NaN or infinite."""
+
+
+class GracefulStop:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so the loop can save and exit."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n{self.signal_name} received: finishing the current step, then saving a checkpoint ...",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+@dataclass
+class EpochMeters:
+    """Device-side sums for one epoch; ``host()`` syncs once."""
+
+    device: torch.device
+    sums: dict[str, Tensor] = field(default_factory=dict)
+    first_bad_step: dict[str, Tensor] = field(default_factory=dict)
+    samples: int = 0
+
+    def update(self, output: StepOutput, labels: Tensor, step: int) -> None:
+        batch = labels.shape[0]
+        self.samples += batch
+        named = dict(output.losses, loss=output.total)
+        for name, value in named.items():
+            value = value.detach().float()
+            if name not in self.sums:
+                self.sums[name] = torch.zeros((), device=self.device)
+                self.first_bad_step[name] = torch.full((), -1, dtype=torch.long, device=self.device)
+            self.sums[name] += value * batch
+            bad = ~torch.isfinite(value) & (self.first_bad_step[name] < 0)
+            self.first_bad_step[name] = torch.where(bad, torch.full_like(self.first_bad_step[name], step),
+                                                    self.first_bad_step[name])
+        if output.logits is not None:
+            correct = (output.logits.detach().argmax(dim=1) == labels).sum()
+            self.sums["correct"] = self.sums.get("correct", torch.zeros((), device=self.device)) + correct
+
+    def check_finite(self, epoch: int, last_checkpoint: Path | None) -> None:
+        """Raise DivergenceError naming the first non-finite term (one host sync, at print time only)."""
+        bad = {name: int(step) for name, step in self.first_bad_step.items() if int(step) >= 0}
+        if not bad:
+            return
+        name = min((term for term in bad if term != "loss"), key=bad.__getitem__, default="loss")
+        step_value = bad[name]
+        saved = f"The last good checkpoint is '{last_checkpoint}'." if last_checkpoint and last_checkpoint.exists() \
+            else "No checkpoint of this run was written yet."
+        raise DivergenceError(
+            f"The loss term '{name}' became NaN or infinite at epoch {epoch}, step {step_value}; training stopped "
+            f"and no checkpoint was overwritten. {saved} Lower --learning_rate or this term's weight (-r/-a/-b), "
+            "or disable --amp, then resume with --resume PATH or start a new --trial.")
+
+    def host(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        values = {name: float(total) / self.samples for name, total in self.sums.items()}
+        if "correct" in values:
+            values["acc"] = 100.0 * values.pop("correct")
+        return values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "samples": self.samples,
+                "first_bad_step": {k: v.cpu() for k, v in self.first_bad_step.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.first_bad_step = {k: v.to(self.device) for k, v in state["first_bad_step"].items()}
+        self.samples = state["samples"]
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, loader: Any, autocast: Callable[[], contextlib.AbstractContextManager] | None = None
+             ) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` on ``loader`` (one host sync)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    top1 = torch.zeros((), device=device, dtype=torch.long)
+    top5 = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    for images, labels, _ in loader.iterate(0):
+        with autocast() if autocast else contextlib.nullcontext():
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == labels[:, None]
+        top1 += hits[:, 0].sum()
+        top5 += hits.any(dim=1).sum()
+        count += labels.shape[0]
+    model.train(was_training)
+    return {"test_acc1": 100.0 * int(top1) / count, "test_acc5": 100.0 * int(top5) / count,
+            "test_loss": float(loss_sum) / count}
+
+
+@dataclass
+class FitConfig:
+    """Everything the loop needs to know about one training stage of one run."""
+
+    epochs: int
+    learning_rate: float
+    lr_decay_epochs: list[int]
+    lr_decay_rate: float
+    run_dir: Path
+    tb_dir: Path | None
+    model_name: str            # file prefix: <model_name>_best.pth / _last.pth
+    checkpoint_extra: dict[str, Any]   # stored in every checkpoint ('arch', 'opt', ...)
+    print_freq: int = 100
+    tb_freq: int = 500
+    save_freq: int = 40
+    stage: str = "main"        # 'main' or 'init' (abound/factor/fsp pre-training)
+    validate_each_epoch: bool = True
+    amp: str = "none"          # 'none' | 'bf16' | 'fp16'
+    progress: bool = True
+
+
+def _autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager] | None:
+    if amp == "none":
+        return None
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class FitResult:
+    best_acc: float
+    last_acc: float
+    epochs_done: int
+    interrupted: str | None = None
+
+
+def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_loader: Any | None,
+        config: FitConfig, resume: dict[str, Any] | None = None) -> FitResult:
+    """Train ``task`` for ``config.epochs`` epochs (from ``resume`` when given), validating and
+    checkpointing each epoch. Returns best/last accuracy; exits non-zero after a graceful stop."""
+    device = next(task.model.parameters()).device
+    autocast = _autocast_factory(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
+    last_path = config.run_dir / f"{config.model_name}_last.pth"
+    best_path = config.run_dir / f"{config.model_name}_best.pth"
+
+    start_epoch, start_step, best_acc, last_acc = 1, 0, 0.0, 0.0
+    partial_meters: dict[str, Any] | None = None
+    if resume is not None and resume.get("stage", "main") == config.stage:
+        task.model.load_state_dict(resume["model"])
+        task.load_state_dict(resume.get("task", {}))
+        optimizer.load_state_dict(resume["optimizer"])
+        if scaler is not None and "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
+        best_acc, last_acc = resume.get("best_acc", 0.0), resume.get("accuracy", 0.0)
+        start_epoch = resume["epoch"] + 1
+        if resume.get("partial"):
+            start_epoch, start_step = resume["partial"]["epoch"], resume["partial"]["step"]
+            partial_meters = resume["partial"]["meters"]
+        restore_rng_state(resume["rng"])
+        print(f"Resuming {config.stage} stage at epoch {start_epoch}"
+              + (f", step {start_step}" if start_step else "") + f" (best so far {best_acc:.2f})")
+
+    loss_columns: list[str] = []
+    logger: RunLogger | None = None
+    result = FitResult(best_acc, last_acc, start_epoch - 1)
+    if start_epoch > config.epochs:
+        return result
+
+    def checkpoint_state(epoch: int, accuracy: float, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+        state = {"model": task.model.state_dict(), "epoch": epoch, "accuracy": accuracy, "best_acc": best_acc,
+                 "optimizer": optimizer.state_dict(), "task": task.state_dict(), "rng": capture_rng_state(),
+                 "stage": config.stage, "partial": partial, **config.checkpoint_extra}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        return state
+
+    with GracefulStop() as stop:
+        for epoch in range(start_epoch, config.epochs + 1):
+            lr = learning_rate_at(epoch, config.learning_rate, config.lr_decay_epochs, config.lr_decay_rate)
+            set_learning_rate(optimizer, lr)
+            task.train_mode()
+            meters = EpochMeters(device)
+            first_step = start_step if epoch == start_epoch else 0
+            if first_step and partial_meters is not None:
+                meters.load_state_dict(partial_meters)
+            started = time.perf_counter()
+            steps = len(train_loader)
+            bar = tqdm(total=steps, initial=first_step, desc=f"{config.stage} epoch {epoch}/{config.epochs}",
+                       disable=not config.progress, leave=False, dynamic_ncols=True, mininterval=1.0,
+                       file=sys.stderr)
+            step = first_step
+            for step, (images, labels, index) in enumerate(train_loader.iterate(epoch, first_step), first_step):
+                with autocast() if autocast else contextlib.nullcontext():
+                    output = task.compute(images, labels, index)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(output.total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    output.total.backward()
+                    optimizer.step()
+                task.after_step()
+                meters.update(output, labels, step)
+                bar.update(1)
+                done = step + 1
+                if done % config.print_freq == 0 or done == steps:
+                    meters.check_finite(epoch, last_path)
+                    running = meters.host()
+                    elapsed = time.perf_counter() - started
+                    bar.set_postfix(loss=f"{running['loss']:.3f}", acc=f"{running.get('acc', 0):.1f}",
+                                    img_s=f"{meters.samples / max(elapsed, 1e-9):.0f}", lr=f"{lr:.4g}")
+                    if logger is not None and done % config.tb_freq == 0:
+                        logger.log_step(running, (epoch - 1) * steps + done)
+                if stop.requested:
+                    if done < steps:
+                        meters.check_finite(epoch, last_path)
+                        partial = {"epoch": epoch, "step": done, "meters": meters.state_dict()}
+                        save_checkpoint(checkpoint_state(epoch - 1, last_acc, partial), last_path)
+                        bar.close()
+                        _exit_after_stop(stop, last_path)
+                    break
+            bar.close()
+            meters.check_finite(epoch, last_path)
+            train = meters.host()
+            if not loss_columns:
+                loss_columns = [name for name in train if name not in ("loss", "acc")]
+                columns = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss",
+                           "best_acc", "epoch_seconds", *loss_columns]
+                filename = "metrics.csv" if config.stage == "main" else f"metrics_{config.stage}.csv"
+                logger = RunLogger(config.run_dir, config.tb_dir if config.stage == "main" else None, columns,
+                                   resume_epoch=start_epoch - 1, filename=filename)
+            test = validate(task.model, test_loader, autocast) if config.validate_each_epoch and test_loader else {}
+            last_acc = test.get("test_acc1", 0.0)
+            improved = bool(test) and last_acc > best_acc
+            best_acc = max(best_acc, last_acc)
+            seconds = time.perf_counter() - started
+            row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train.get("acc", ""),
+                   **test, "best_acc": best_acc if test else "", "epoch_seconds": seconds,
+                   **{name: train[name] for name in loss_columns if name in train}}
+            logger.log_epoch(row)
+            images_per_s = meters.samples / seconds
+            test_text = f" test acc@1 {last_acc:.2f} (best {best_acc:.2f})" if test else ""
+            print(f"[{config.stage}] epoch {epoch}/{config.epochs} lr {lr:.4g} loss {train['loss']:.4f}"
+                  f" train acc {train.get('acc', float('nan')):.2f}{test_text} | {seconds:.1f}s {images_per_s:.0f} img/s",
+                  flush=True)
+            result = FitResult(best_acc, last_acc, epoch)
+            state = checkpoint_state(epoch, last_acc)
+            if improved:
+                save_checkpoint(state, best_path)
+            if config.stage == "main" and epoch % config.save_freq == 0:
+                save_checkpoint(state, config.run_dir / f"ckpt_epoch_{epoch}.pth")
+            save_checkpoint(state, last_path)
+            if stop.requested:
+                _exit_after_stop(stop, last_path)
+    if logger is not None:
+        logger.close()
+    return result
+
+
+def _exit_after_stop(stop: GracefulStop, last_path: Path) -> None:
+    print(f"Stopped by {stop.signal_name}. State saved to '{last_path}'. Resume with the same command plus "
+          "`--resume auto` (or `--resume <that file>`).", file=sys.stderr, flush=True)
+    sys.exit(143 if stop.signal_name == "SIGTERM" else 130)

@@ -1,0 +1,72 @@
+"""Small shared utilities: device choice, seeding, lr schedule, RNG state capture."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Return the training device for ``--device auto|cpu|cuda`` (auto picks cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            "error: --device cuda was requested but no CUDA device is visible to PyTorch. "
+            "Run with --device cpu (or --device auto), or check `nvidia-smi` and your CUDA build of torch."
+        )
+    return torch.device(name)
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def configure_threads(device: torch.device) -> None:
+    """On CPU, use one intra-op thread per physical core (torch's default oversubscribes with workers)."""
+    if device.type == "cpu":
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores))
+
+
+def learning_rate_at(epoch: int, base_lr: float, decay_epochs: list[int], decay_rate: float) -> float:
+    """Step schedule of RepDistiller: lr * rate^(number of decay epochs strictly below ``epoch``), epoch 1-based."""
+    steps = sum(1 for milestone in decay_epochs if epoch > milestone)
+    return base_lr * (decay_rate**steps)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def capture_rng_state() -> dict:
+    """All global RNG states (python, numpy, torch CPU and CUDA) as weights_only-loadable objects."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["key"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,54 @@
+"""Train a teacher (or a vanilla student) with cross-entropy.
+
+    python train_teacher.py --model resnet32x4
+Saves to save/models/<model>_vanilla[_trial_<t>]/ (other datasets: <model>_<dataset>_vanilla...).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from helper.errors import UserError, report_user_errors
+from helper.loop import ClassifierTask
+from helper.options import add_training_args, finalize_training_args, resolve_resume
+from helper.runner import build_data, make_optimizer, run_stage, setup
+from models import model_dict
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a CIFAR-style classifier (teacher) with cross-entropy.")
+    parser.add_argument("--model", type=str, default="resnet110", help=f"one of: {' '.join(model_dict)}")
+    add_training_args(parser, learning_rate=None)
+    opt = parser.parse_args(argv)
+    if opt.model not in model_dict:
+        raise UserError(f"Unknown --model '{opt.model}'. Choose one of: {', '.join(model_dict)}.")
+    return finalize_training_args(opt, opt.model)
+
+
+def teacher_folder_name(model: str, dataset: str, trial: str) -> str:
+    """'resnet32x4_vanilla' for CIFAR-100 trial 0, else with the dataset and/or '_trial_<t>' added."""
+    name = f"{model}_vanilla" if dataset == "cifar100" else f"{model}_{dataset}_vanilla"
+    return name if str(trial) == "0" else f"{name}_trial_{trial}"
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> float:
+    opt = parse_args(argv)
+    name = teacher_folder_name(opt.model, opt.dataset, opt.trial)
+    run_dir = Path(opt.save_folder) / "models" / name
+    tb_dir = Path(opt.save_folder) / "teacher_tensorboards" / name
+    resume = resolve_resume(run_dir, opt.model, opt.resume, opt.epochs)
+    device = setup(opt)
+    data, train_loader, test_loader = build_data(opt, device)
+    model = model_dict[opt.model](num_classes=data.num_classes).to(device)
+    optimizer = make_optimizer(model.parameters(), opt, device)
+    print(f"Training teacher {opt.model} on {opt.dataset} ({len(train_loader)} steps/epoch, device {device}) "
+          f"-> {run_dir}")
+    result = run_stage(ClassifierTask(model), optimizer, train_loader, test_loader, opt, run_dir, tb_dir,
+                       opt.model, opt.model, resume)
+    print(f"best accuracy: {result.best_acc:.2f}  last accuracy: {result.last_acc:.2f}")
+    return result.best_acc
+
+
+if __name__ == "__main__":
+    main()
