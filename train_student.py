@@ -1,0 +1,152 @@
+"""Distil a teacher into a student with one of 15 methods (RepDistiller command line).
+
+    python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth \
+        --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --trial 1
+Loss = gamma*CE + alpha*KD + beta*method; omitted -r/-a/-b take the method's defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distiller_zoo import METHODS, DistillContext, DistillTask
+from helper.checkpoint import load_checkpoint, load_weights
+from helper.errors import UserError, report_user_errors
+from helper.loop import validate
+from helper.options import add_training_args, finalize_training_args, resolve_resume
+from helper.runner import build_data, make_optimizer, run_stage, setup
+from models import model_dict
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Knowledge distillation from a trained teacher into a student.")
+    parser.add_argument("--model_s", type=str, default="resnet8", help=f"student: {' '.join(model_dict)}")
+    parser.add_argument("--path_t", type=str, default=None, help="teacher checkpoint (.pth with a 'model' key)")
+    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
+    parser.add_argument("-r", "--gamma", type=float, default=None, help="weight of CE (method default)")
+    parser.add_argument("-a", "--alpha", type=float, default=None, help="weight of the KD-KL term (method default)")
+    parser.add_argument("-b", "--beta", type=float, default=None, help="weight of the method loss (method default)")
+    parser.add_argument("--kd_T", type=float, default=4, help="KD temperature")
+    parser.add_argument("--feat_dim", type=int, default=128, help="embedding size (crd, rrd, dcd, correlation)")
+    parser.add_argument("--mode", type=str, default="exact", choices=["exact", "relax"], help="CRD positives")
+    parser.add_argument("--nce_k", type=int, default=16384, help="CRD negatives / RRD queue length")
+    parser.add_argument("--nce_t", type=float, default=0.07, help="CRD temperature")
+    parser.add_argument("--nce_t_s", type=float, default=0.04, help="RRD student temperature")
+    parser.add_argument("--nce_t_t", type=float, default=0.10, help="RRD teacher temperature")
+    parser.add_argument("--nce_m", type=float, default=0.5, help="CRD memory momentum")
+    parser.add_argument("--hint_layer", type=int, default=2, help="FitNet feature index")
+    parser.add_argument("--init_epochs", type=int, default=30, help="init stage of abound/factor/fsp")
+    add_training_args(parser, learning_rate=None)
+    opt = parser.parse_args(argv)
+    return finalize_student_args(opt)
+
+
+def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
+    """Validate flags, fill the method's default weights and find the teacher's architecture."""
+    if opt.model_s not in model_dict:
+        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(model_dict)}.")
+    if opt.distill not in METHODS:
+        raise UserError(f"Unknown --distill '{opt.distill}'. Choose one of: {', '.join(METHODS)}.")
+    if opt.path_t is None:
+        raise UserError("--path_t is required: the teacher checkpoint, e.g. "
+                        "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth (fetch the published teachers with "
+                        "`sh scripts/fetch_pretrained_teachers.sh`, or train one with train_teacher.py).")
+    method = METHODS[opt.distill]
+    for flag, name in (("gamma", "default_gamma"), ("alpha", "default_alpha"), ("beta", "default_beta")):
+        if getattr(opt, flag) is None:
+            setattr(opt, flag, getattr(method, name))
+        if getattr(opt, flag) < 0:
+            raise UserError(f"Loss weight --{flag} must be >= 0, got {getattr(opt, flag)}.")
+    if opt.gamma == opt.alpha == opt.beta == 0:
+        warnings.warn("-r, -a and -b are all 0: the student receives no training signal.", stacklevel=2)
+    if opt.init_epochs < 0:
+        raise UserError(f"--init_epochs must be >= 0, got {opt.init_epochs}.")
+    opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)")
+    opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
+    return finalize_training_args(opt, opt.model_s)
+
+
+def teacher_arch(path: str, state: dict[str, Any]) -> str:
+    """The arch recorded in the checkpoint, else the longest model_dict key prefixing the folder name."""
+    recorded = state.get("arch")
+    if isinstance(recorded, str) and recorded in model_dict:
+        return recorded
+    folder = Path(path).resolve().parent.name
+    matches = [name for name in model_dict if folder.startswith(name)]
+    if not matches:
+        raise UserError(f"Cannot tell the teacher's architecture: '{path}' records none, and its folder name "
+                        f"'{folder}' does not start with a known model ({', '.join(model_dict)}). Put it in a folder "
+                        "named like 'resnet32x4_vanilla', or re-save it with an 'arch' entry.")
+    return max(matches, key=len)
+
+
+def run_name(opt: argparse.Namespace) -> str:
+    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t> (SPEC section 3)."""
+    return (f"{opt.distill}_{opt.dataset}_S_{opt.model_s}_T_{opt.model_t}_r_{opt.gamma:g}_a_{opt.alpha:g}"
+            f"_b_{opt.beta:g}_trial_{opt.trial}")
+
+
+def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device) -> list[torch.Size]:
+    """Shapes of ``model``'s feature list for a 2x3x32x32 batch (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        feats, _ = model(torch.zeros(2, 3, 32, 32, device=device), is_feat=True, preact=preact)
+    model.train(was_training)
+    return [f.shape for f in feats]
+
+
+def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
+    teacher = model_dict[opt.model_t](num_classes=num_classes)
+    load_weights(teacher, opt.teacher_state, opt.path_t, opt.model_t, "--path_t")
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device)
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> float:
+    opt = parse_args(argv)
+    name = run_name(opt)
+    run_dir = Path(opt.save_folder) / "student" / "student_model" / name
+    tb_dir = Path(opt.save_folder) / "student" / "student_tensorboards" / name
+    resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
+    device = setup(opt)
+    data, train_loader, test_loader = build_data(opt, device)
+    teacher = load_teacher(opt, data.num_classes, device)
+    del opt.teacher_state  # not an option: keep it out of the saved options
+    student = model_dict[opt.model_s](num_classes=data.num_classes).to(device)
+
+    method_class = METHODS[opt.distill]
+    context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device),
+                             feature_shapes(teacher, method_class.uses_preact, device),
+                             data.train_labels.to(device), device)
+    method = method_class(context).to(device)
+    teacher_acc = validate(teacher, test_loader)["test_acc1"]
+    print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
+          f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {run_dir}")
+    extra = {"model_t": opt.model_t, "teacher_acc": teacher_acc}
+
+    main_resume = resume if resume is not None and resume.get("stage", "main") == "main" else None
+    if method.init_stage and opt.init_epochs > 0 and main_resume is None:
+        init_task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T, stage="init")
+        init_params = [p for module in init_task.init_modules for p in module.parameters()]
+        init_optimizer = make_optimizer(init_params, opt, device, method.init_learning_rate(opt))
+        run_stage(init_task, init_optimizer, train_loader, None, opt, run_dir, None, opt.model_s, opt.model_s,
+                  resume, stage="init", epochs=opt.init_epochs, learning_rate=method.init_learning_rate(opt),
+                  validate=False, extra=extra)
+
+    task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T)
+    optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
+    result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
+                       main_resume, extra=extra)
+    print(f"teacher accuracy: {teacher_acc:.2f}  student best accuracy: {result.best_acc:.2f}  "
+          f"last: {result.last_acc:.2f}")
+    return result.best_acc
+
+
+if __name__ == "__main__":
+    main()
