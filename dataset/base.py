@@ -1,0 +1,89 @@
+"""What every dataset loader returns (`ImageData`), its error type, and shared image helpers."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IMAGE_SIZE = 32  # every split is stored at the CIFAR resolution
+
+
+class DatasetError(Exception):
+    """Missing or unreadable dataset files; the message is one paragraph saying what to do."""
+
+
+@dataclass
+class ImageData:
+    """A whole dataset held in memory as uint8 CPU tensors, plus its normalisation constants.
+
+    Images are (N, 3, 32, 32) uint8 and contiguous; labels are (N,) int64 in [0, num_classes).
+    """
+
+    name: str
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            expected_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+            if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected_shape:
+                raise ValueError(f"{self.name}: {split}_images must be uint8 (N, 3, 32, 32), got "
+                                 f"{images.dtype} {tuple(images.shape)}")
+            if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
+                raise ValueError(f"{self.name}: {split}_labels must be int64 ({images.shape[0]},), got "
+                                 f"{labels.dtype} {tuple(labels.shape)}")
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"{self.name}: {split}_labels outside [0, {self.num_classes})")
+            setattr(self, f"{split}_images", images.contiguous())
+
+    @property
+    def num_train(self) -> int:
+        """Number of training samples (the CRD memory size)."""
+        return int(self.train_labels.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        """Number of test samples."""
+        return int(self.test_labels.shape[0])
+
+
+def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE, chunk: int = 1024) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images to (N, C, size, size): bilinear, antialiased, rounded.
+
+    Works in chunks so that large splits (STL-10's 8,000 96x96 images) never need a full float copy.
+    """
+    if images.shape[-2:] == (size, size):
+        return images.contiguous()
+    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start:start + chunk].float()
+        block = F.interpolate(block, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[start:start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, then ``os.replace``: readers never see half a file."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise

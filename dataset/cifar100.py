@@ -1,0 +1,74 @@
+"""CIFAR-100 from the official python pickles: ``<data_folder>/cifar-100-python/{train,test}``."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataset.base import DatasetError, ImageData
+
+FOLDER = "cifar-100-python"
+URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+MEAN = (0.5071, 0.4867, 0.4408)
+STD = (0.2675, 0.2565, 0.2761)
+NUM_CLASSES = 100
+
+
+def _missing_message(root: Path, detail: str) -> str:
+    return (f"CIFAR-100 not found: expected the official python version at {root / FOLDER}/train and "
+            f"{root / FOLDER}/test ({detail}). Download {URL} and extract it into {root} "
+            f"(e.g. `mkdir -p {root} && curl -L {URL} | tar -xz -C {root}`), or run with network access "
+            f"so that torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
+
+
+def _read_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one pickle into uint8 (N, 3, 32, 32) images and int64 fine labels."""
+    try:
+        with open(path, "rb") as handle:
+            # Official files were written by Python 2: 'latin1' decodes their str keys and numpy arrays.
+            entry: dict[Any, Any] = pickle.load(handle, encoding="latin1")
+        entry = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
+        data = np.asarray(entry["data"])
+        labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+    except Exception as error:  # truncated/corrupt pickles raise many different exception types
+        raise DatasetError(f"CIFAR-100 file {path} is corrupt or not a CIFAR-100 python pickle "
+                           f"({type(error).__name__}: {error}). Delete the folder {path.parent} and download "
+                           f"it again from {URL} (extract into {path.parent.parent}).") from error
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0] \
+            or (data.size and (data.min() < 0 or data.max() > 255)):
+        raise DatasetError(f"CIFAR-100 file {path} has unexpected contents: 'data' {data.dtype} {data.shape} "
+                           f"with {labels.shape[0]} 'fine_labels' (expected N x 3072 uint8 and N labels). "
+                           f"Delete {path.parent} and download it again from {URL}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DatasetError(f"CIFAR-100 file {path} has fine labels outside 0..99. Delete {path.parent} "
+                           f"and download it again from {URL}.")
+    images = torch.from_numpy(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels)
+
+
+def _download(root: Path) -> None:
+    """Fetch and extract the archive with torchvision (which checks its MD5); DatasetError when offline."""
+    import torchvision.datasets
+
+    try:
+        torchvision.datasets.CIFAR100(root=str(root), train=True, download=True)
+    except Exception as error:
+        raise DatasetError(_missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
+
+
+def load_cifar100(data_folder: str | Path, download: bool = True) -> ImageData:
+    """Load CIFAR-100 (50,000 train / 10,000 test, 100 fine classes); download it when absent."""
+    root = Path(data_folder).expanduser()
+    files = [root / FOLDER / "train", root / FOLDER / "test"]
+    if not all(path.is_file() for path in files):
+        if not download:
+            raise DatasetError(_missing_message(root, "download disabled"))
+        _download(root)
+        if not all(path.is_file() for path in files):
+            raise DatasetError(_missing_message(root, "the download finished but the files are still missing"))
+    train_images, train_labels = _read_split(files[0])
+    test_images, test_labels = _read_split(files[1])
+    return ImageData("cifar100", NUM_CLASSES, MEAN, STD, train_images, train_labels, test_images, test_labels)

@@ -1,0 +1,226 @@
+"""Batch iterators over an `ImageData` split, in two pipelines with one protocol.
+
+* fast (default): the uint8 split lives on the device; each batch is gathered by index, randomly
+  cropped (zero padding 4) and flipped, and normalised there, all batched.
+* classic: the RepDistiller pipeline, a torch DataLoader running PIL + torchvision transforms per
+  image in worker processes; kept for comparison.
+
+Both draw epoch ``e``'s shuffle (and augmentation) from a generator seeded by ``(seed, e)`` only,
+so a run resumed at (epoch, step) sees exactly the batches the uninterrupted run would have seen.
+Both yield ``(images, labels, index)`` on the device: float32 (B, 3, 32, 32) normalised, int64 (B,)
+labels and int64 (B,) sample indices into the split (CRD needs them).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms
+
+PADDING = 4  # RandomCrop(32, padding=4)
+EPOCH_SEED_STRIDE = 1_000_003
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class Loader(Protocol):
+    """What the training loop relies on; both pipelines implement it."""
+
+    batch_size: int
+    num_samples: int
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        ...
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Yield epoch ``epoch``'s batches from batch ``start_step`` on."""
+        ...
+
+
+TrainLoader = Loader
+TestLoader = Loader
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """CPU generator whose stream is a pure function of (seed, epoch)."""
+    return torch.Generator().manual_seed(seed * EPOCH_SEED_STRIDE + epoch)
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32, with exactly the float ops of torchvision ToTensor + Normalize."""
+    return images.float().div(255).sub(mean).div(std)
+
+
+def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                     padding: int = PADDING) -> torch.Tensor:
+    """Batched RandomCrop(size, padding) with zero fill, then horizontal flip where ``flips``.
+
+    images: uint8 (B, C, H, W); offsets: int64 (B, 2) crop corner (row, col) in the padded image, each
+    in [0, 2 * padding]; flips: bool (B,). Returns (B, C, H, W): one gather with per-sample flat
+    indices into the padded images (4-5x faster on CPU than 4-way advanced indexing).
+    """
+    batch, channels, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding)).flatten(2)  # (B, C, (H+2p)(W+2p))
+    device = images.device
+    rows = offsets[:, 0:1] + torch.arange(height, device=device)  # (B, H)
+    cols = offsets[:, 1:2] + torch.arange(width, device=device)  # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    flat = rows[:, :, None] * (width + 2 * padding) + cols[:, None, :]  # (B, H, W)
+    flat = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
+    return padded.gather(2, flat).view(batch, channels, height, width)
+
+
+def _num_batches(num_samples: int, batch_size: int, train: bool) -> int:
+    return num_samples // batch_size if train else math.ceil(num_samples / batch_size)
+
+
+def _check_step(start_step: int) -> None:
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+
+
+class FastLoader:
+    """Whole split on the device; batched gather, crop, flip and normalise (train: shuffled, drop_last)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                 batch_size: int, device: torch.device | str, train: bool, seed: int = 0, augment: bool = True,
+                 channels_last: bool = False) -> None:
+        self.device = torch.device(device)
+        self.images = images.to(self.device).contiguous()  # the one host-to-device copy
+        self.labels = labels.to(self.device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.batch_size = batch_size
+        self.num_samples = int(labels.shape[0])
+        self.train = train
+        self.augment = augment and train
+        self.seed = seed
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return _num_batches(self.num_samples, self.batch_size, self.train)
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
+        _check_step(start_step)
+        return self._batches(epoch, start_step)
+
+    def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        if self.train:
+            generator = epoch_generator(self.seed, epoch)
+            order = torch.randperm(self.num_samples, generator=generator).to(self.device)
+            if self.augment:  # one crop corner and flip per position in the epoch, drawn up front
+                offsets = torch.randint(0, 2 * PADDING + 1, (self.num_samples, 2), generator=generator)
+                flips = torch.rand(self.num_samples, generator=generator) < 0.5
+                offsets, flips = offsets.to(self.device), flips.to(self.device)
+        else:
+            order = torch.arange(self.num_samples, device=self.device)
+        for step in range(start_step, len(self)):
+            window = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            index = order[window]
+            images = self.images.index_select(0, index)
+            if self.augment:
+                images = random_crop_flip(images, offsets[window], flips[window])
+            images = normalize(images, self.mean, self.std)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.labels.index_select(0, index), index
+
+
+class _ClassicDataset(Dataset):
+    """uint8 images -> PIL -> torchvision transforms; returns (image, label, index).
+
+    A key is an index, or (index, seed) to seed the random transforms of that one item, so the
+    augmentation depends on neither the worker count nor earlier epochs.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: transforms.Compose) -> None:
+        self.pixels = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, 3) for PIL
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        index, item_seed = key if isinstance(key, tuple) else (key, None)
+        image = Image.fromarray(np.asarray(self.pixels[index]))
+        if item_seed is None:
+            tensor = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(item_seed)  # CPU only; torch.manual_seed costs ~70 us
+                tensor = self.transform(image)
+        return tensor, self.labels[index], index
+
+
+class _KeySampler(Sampler):
+    """Yields the keys set for the coming epoch (the DataLoader may keep its workers across epochs)."""
+
+    def __init__(self) -> None:
+        self.keys: list[Any] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class ClassicLoader:
+    """The RepDistiller pipeline: DataLoader workers, PIL RandomCrop(32, padding=4) + flip, ToTensor, Normalize."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                 batch_size: int, device: torch.device | str, train: bool, num_workers: int = 2, seed: int = 0,
+                 augment: bool = True, channels_last: bool = False) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.num_samples = int(labels.shape[0])
+        self.train = train
+        self.augment = augment and train
+        self.seed = seed
+        self.channels_last = channels_last
+        steps: list[Any] = [transforms.RandomCrop(images.shape[-1], padding=PADDING),
+                            transforms.RandomHorizontalFlip()] if self.augment else []
+        transform = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
+        self._sampler = _KeySampler()
+        self._loader = DataLoader(
+            _ClassicDataset(images, labels, transform), batch_size=batch_size, sampler=self._sampler,
+            num_workers=num_workers, pin_memory=self.device.type == "cuda", drop_last=train,
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),  # keeps the global RNG untouched
+        )
+
+    def __len__(self) -> int:
+        return _num_batches(self.num_samples, self.batch_size, self.train)
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
+        _check_step(start_step)
+        return self._batches(epoch, start_step)
+
+    def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        keys: list[Any]
+        if self.train:
+            generator = epoch_generator(self.seed, epoch)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+            if self.augment:
+                item_seeds = torch.randint(0, 2**62, (self.num_samples,), generator=generator).tolist()
+                keys = list(zip(order, item_seeds))
+            else:
+                keys = order
+        else:
+            keys = list(range(self.num_samples))
+        self._sampler.keys = keys[start_step * self.batch_size:]
+        for images, labels, index in self._loader:
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels.to(self.device, non_blocking=True), index.to(self.device, non_blocking=True)

@@ -1,0 +1,27 @@
+"""Shared, session-scoped fixtures: small generated datasets in their official on-disk formats."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from datagen import write_cifar100, write_stl10, write_tinyimagenet_raw, zip_tree
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_folder holding cifar-100-python/{train,test,meta} (500 train / 200 test images)."""
+    return write_cifar100(tmp_path_factory.mktemp("cifar_data"), n_train=500, n_test=200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def stl10_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_folder holding stl10_binary/ (100 train / 50 test 96x96 images)."""
+    return write_stl10(tmp_path_factory.mktemp("stl10_data"), n_train=100, n_test=50, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tinyimagenet_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-imagenet-200.zip in the official raw layout (3 classes, 4 train / 2 val images each)."""
+    source = write_tinyimagenet_raw(tmp_path_factory.mktemp("tinyimagenet_src"))
+    return zip_tree(source, tmp_path_factory.mktemp("tinyimagenet_zip") / "tiny-imagenet-200.zip")
