@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from distiller_zoo import METHODS, DistillContext, DistillTask
+from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
@@ -107,6 +107,27 @@ def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device
     return teacher.to(device)
 
 
+def build_models(opt: argparse.Namespace, data: Any, device: torch.device
+                 ) -> tuple[torch.nn.Module, torch.nn.Module, Distiller]:
+    """Teacher (from --path_t, frozen), a fresh student, and the --distill method's modules."""
+    teacher = load_teacher(opt, data.num_classes, device)
+    opt.__dict__.pop("teacher_state", None)  # not an option: keep it out of the saved options
+    student = model_dict[opt.model_s](num_classes=data.num_classes).to(device)
+    method_class = METHODS[opt.distill]
+    context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device),
+                             feature_shapes(teacher, method_class.uses_preact, device),
+                             data.train_labels.to(device), device)
+    return student, teacher, method_class(context).to(device)
+
+
+def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Distiller, opt: argparse.Namespace,
+               device: torch.device) -> tuple[DistillTask, torch.optim.Optimizer]:
+    """The main-stage training step and its optimizer (student + the method's trainable modules)."""
+    task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T)
+    optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
+    return task, optimizer
+
+
 @report_user_errors
 def main(argv: list[str] | None = None) -> float:
     opt = parse_args(argv)
@@ -116,15 +137,7 @@ def main(argv: list[str] | None = None) -> float:
     resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device)
-    teacher = load_teacher(opt, data.num_classes, device)
-    del opt.teacher_state  # not an option: keep it out of the saved options
-    student = model_dict[opt.model_s](num_classes=data.num_classes).to(device)
-
-    method_class = METHODS[opt.distill]
-    context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device),
-                             feature_shapes(teacher, method_class.uses_preact, device),
-                             data.train_labels.to(device), device)
-    method = method_class(context).to(device)
+    student, teacher, method = build_models(opt, data, device)
     teacher_acc = validate(teacher, test_loader)["test_acc1"]
     print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
           f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {run_dir}")
@@ -139,8 +152,7 @@ def main(argv: list[str] | None = None) -> float:
                   resume, stage="init", epochs=opt.init_epochs, learning_rate=method.init_learning_rate(opt),
                   validate=False, extra=extra)
 
-    task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T)
-    optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
+    task, optimizer = main_stage(student, teacher, method, opt, device)
     result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
                        main_resume, extra=extra)
     print(f"teacher accuracy: {teacher_acc:.2f}  student best accuracy: {result.best_acc:.2f}  "

@@ -166,6 +166,24 @@ class EpochMeters:
         self.samples = state["samples"]
 
 
+def train_step(task: Task, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, index: Tensor,
+               autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> StepOutput:
+    """One optimisation step of ``task`` on a batch (no host synchronisation)."""
+    with autocast() if autocast else contextlib.nullcontext():
+        output = task.compute(images, labels, index)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(output.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        output.total.backward()
+        optimizer.step()
+    task.after_step()
+    return output
+
+
 @torch.inference_mode()
 def validate(model: nn.Module, loader: Any, autocast: Callable[[], contextlib.AbstractContextManager] | None = None
              ) -> dict[str, float]:
@@ -213,7 +231,7 @@ class FitConfig:
     progress: bool = True
 
 
-def _autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager] | None:
+def autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager] | None:
     if amp == "none":
         return None
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -233,7 +251,7 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
     """Train ``task`` for ``config.epochs`` epochs (from ``resume`` when given), validating and
     checkpointing each epoch. Returns best/last accuracy; exits non-zero after a graceful stop."""
     device = next(task.model.parameters()).device
-    autocast = _autocast_factory(device, config.amp)
+    autocast = autocast_factory(device, config.amp)
     scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
     last_path = config.run_dir / f"{config.model_name}_last.pth"
     best_path = config.run_dir / f"{config.model_name}_best.pth"
@@ -285,17 +303,7 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
                        file=sys.stderr)
             step = first_step
             for step, (images, labels, index) in enumerate(train_loader.iterate(epoch, first_step), first_step):
-                with autocast() if autocast else contextlib.nullcontext():
-                    output = task.compute(images, labels, index)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(output.total).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    output.total.backward()
-                    optimizer.step()
-                task.after_step()
+                output = train_step(task, optimizer, images, labels, index, autocast, scaler)
                 meters.update(output, labels, step)
                 bar.update(1)
                 done = step + 1
