@@ -18,7 +18,7 @@ from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
 from helper.options import add_training_args, finalize_training_args, resolve_resume
-from helper.runner import build_data, make_optimizer, run_stage, setup
+from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
 from models import model_dict
 
 
@@ -104,7 +104,7 @@ def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device
     teacher = model_dict[opt.model_t](num_classes=num_classes)
     load_weights(teacher, opt.teacher_state, opt.path_t, opt.model_t, "--path_t")
     teacher.eval().requires_grad_(False)
-    return teacher.to(device)
+    return prepare_model(teacher, opt, device)
 
 
 def build_models(opt: argparse.Namespace, data: Any, device: torch.device
@@ -112,7 +112,7 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
     """Teacher (from --path_t, frozen), a fresh student, and the --distill method's modules."""
     teacher = load_teacher(opt, data.num_classes, device)
     opt.__dict__.pop("teacher_state", None)  # not an option: keep it out of the saved options
-    student = model_dict[opt.model_s](num_classes=data.num_classes).to(device)
+    student = prepare_model(model_dict[opt.model_s](num_classes=data.num_classes), opt, device)
     method_class = METHODS[opt.distill]
     context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device),
                              feature_shapes(teacher, method_class.uses_preact, device),

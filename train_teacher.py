@@ -11,7 +11,7 @@ from pathlib import Path
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import add_training_args, finalize_training_args, resolve_resume
-from helper.runner import build_data, make_optimizer, run_stage, setup
+from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
 from models import model_dict
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> float:
     resume = resolve_resume(run_dir, opt.model, opt.resume, opt.epochs)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device)
-    model = model_dict[opt.model](num_classes=data.num_classes).to(device)
+    model = prepare_model(model_dict[opt.model](num_classes=data.num_classes), opt, device)
     optimizer = make_optimizer(model.parameters(), opt, device)
     print(f"Training teacher {opt.model} on {opt.dataset} ({len(train_loader)} steps/epoch, device {device}) "
           f"-> {run_dir}")

@@ -43,6 +43,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, lea
                       help="fast: data on the device + batched augmentation; classic: PIL + DataLoader")
     ours.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
                       help="autocast precision (fp32 'none' reproduces the published tables)")
+    ours.add_argument("--channels_last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
+    ours.add_argument("--compile", action="store_true", help="torch.compile the networks (first steps are slow)")
     ours.add_argument("--no_progress", action="store_true", help="no tqdm bar (epoch lines are still printed)")
 
 

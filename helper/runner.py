@@ -30,8 +30,18 @@ def build_data(opt: argparse.Namespace, device: torch.device) -> tuple[Any, Any,
     data = load_dataset(opt.dataset, opt.data_folder, download=download)
     check_batch_size(opt.batch_size, int(data.train_labels.shape[0]), opt.dataset)
     train_loader, test_loader = make_loaders(data, opt.batch_size, device, loader=opt.loader,
-                                             num_workers=opt.num_workers, seed=opt.seed)
+                                             num_workers=opt.num_workers, seed=opt.seed,
+                                             channels_last=opt.channels_last)
     return data, train_loader, test_loader
+
+
+def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """Move ``model`` to ``device`` in the requested memory format, compiled in place with --compile
+    (``Module.compile`` keeps the state_dict keys unchanged, so checkpoints stay portable)."""
+    model.to(device, memory_format=torch.channels_last if opt.channels_last else torch.contiguous_format)
+    if opt.compile:
+        model.compile()
+    return model
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], opt: argparse.Namespace,

@@ -1,0 +1,100 @@
+"""Linear evaluation of a distilled student on another dataset (STL-10, TinyImageNet).
+
+    python transfer_student.py --path_s <student ckpt> --model_s wrn_16_2 --dataset stl10 --trial 1
+The student's classifier is replaced by a new linear layer for the target classes; everything
+else is frozen (BatchNorm statistics included) and only that layer is trained.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from helper.checkpoint import load_checkpoint, load_weights
+from helper.errors import UserError, report_user_errors
+from helper.loop import ClassifierTask
+from helper.options import add_training_args, finalize_training_args, resolve_resume
+from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
+from models import get_classifier, model_dict, set_classifier
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a linear classifier on a frozen distilled student.")
+    parser.add_argument("--path_s", type=str, default=None, help="student checkpoint (.pth with a 'model' key)")
+    parser.add_argument("--model_s", type=str, default="wrn_16_2", help=f"student arch: {' '.join(model_dict)}")
+    add_training_args(parser, epochs=120, learning_rate=0.05, lr_decay_epochs="30,60,90", dataset="stl10",
+                      datasets=("stl10", "tinyimagenet", "cifar100", "digits"))
+    opt = parser.parse_args(argv)
+    if opt.model_s not in model_dict:
+        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(model_dict)}.")
+    if opt.path_s is None:
+        raise UserError("--path_s is required: the distilled student's checkpoint, e.g. save/student/student_model/"
+                        "<run>/<model_s>_best.pth.")
+    return finalize_training_args(opt, opt.model_s)
+
+
+def classifier_key(arch: str) -> str:
+    """State-dict prefix of ``arch``'s final linear layer (fc, linear, classifier, classifier.0 ...)."""
+    model = model_dict[arch](num_classes=2)
+    head = get_classifier(model)
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def load_student(path: str, arch: str) -> nn.Module:
+    """Build ``arch`` with the checkpoint's own number of classes and load it strictly."""
+    state = load_checkpoint(Path(path), "student checkpoint (--path_s)")
+    recorded = state.get("arch")
+    if isinstance(recorded, str) and recorded != arch:
+        raise UserError(f"--path_s '{path}' holds a '{recorded}' model but --model_s is '{arch}'. Pass "
+                        f"--model_s {recorded}, or the checkpoint of a '{arch}' student.")
+    weight = state["model"].get(f"{classifier_key(arch)}.weight")
+    if weight is None:
+        raise UserError(f"--path_s '{path}' does not look like a '{arch}' checkpoint (no classifier weights "
+                        f"'{classifier_key(arch)}.weight'). Pass the --model_s that the file was trained as.")
+    model = model_dict[arch](num_classes=int(weight.shape[0]))
+    load_weights(model, state, path, arch, "--path_s")
+    return model
+
+
+def linear_probe(model: nn.Module, num_classes: int) -> nn.Linear:
+    """Freeze ``model`` and give it a new N(0, 0.01)-initialised linear head for ``num_classes``."""
+    model.requires_grad_(False)
+    old = get_classifier(model)
+    head = nn.Linear(old.in_features, num_classes)
+    nn.init.normal_(head.weight, 0.0, 0.01)
+    nn.init.zeros_(head.bias)
+    set_classifier(model, head)
+    return head
+
+
+def run_name(opt: argparse.Namespace) -> str:
+    source = Path(opt.path_s).resolve().parent.name
+    return f"transfer_{opt.dataset}_S_{opt.model_s}_from_{source}_trial_{opt.trial}"
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> float:
+    opt = parse_args(argv)
+    name = run_name(opt)
+    run_dir = Path(opt.save_folder) / "transfer" / "transfer_model" / name
+    tb_dir = Path(opt.save_folder) / "transfer" / "transfer_tensorboards" / name
+    resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
+    model = load_student(opt.path_s, opt.model_s)
+    device = setup(opt)
+    data, train_loader, test_loader = build_data(opt, device)
+    head = linear_probe(model, data.num_classes)
+    prepare_model(model, opt, device)
+    optimizer = make_optimizer(head.parameters(), opt, device)
+    print(f"Linear probe of {opt.model_s} from '{opt.path_s}' on {opt.dataset} ({data.num_classes} classes, "
+          f"{len(train_loader)} steps/epoch, device {device}) -> {run_dir}")
+    task = ClassifierTask(model, frozen=[model])  # whole network in eval mode: frozen BN statistics
+    result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
+                       resume, extra={"source": str(opt.path_s)})
+    print(f"{opt.dataset} linear-probe accuracy: best {result.best_acc:.2f}  last {result.last_acc:.2f}")
+    return result.best_acc
+
+
+if __name__ == "__main__":
+    main()
