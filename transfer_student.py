@@ -17,7 +17,7 @@ from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import add_training_args, finalize_training_args, resolve_resume
 from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
-from models import get_classifier, model_dict, set_classifier
+from models import classifier_key, get_classifier, model_dict, set_classifier
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,13 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError("--path_s is required: the distilled student's checkpoint, e.g. save/student/student_model/"
                         "<run>/<model_s>_best.pth.")
     return finalize_training_args(opt, opt.model_s)
-
-
-def classifier_key(arch: str) -> str:
-    """State-dict prefix of ``arch``'s final linear layer (fc, linear, classifier, classifier.0 ...)."""
-    model = model_dict[arch](num_classes=2)
-    head = get_classifier(model)
-    return next(name for name, module in model.named_modules() if module is head)
 
 
 def load_student(path: str, arch: str) -> nn.Module:

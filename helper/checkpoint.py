@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +60,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # torch.load raises many types for damaged files; all mean "unreadable"
         raise UserError(f"Could not read the {what} '{path}': it is truncated, corrupt or not a PyTorch "
                         f"checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
                         "Re-download or re-create it; a file cut short by a crash can be replaced by the "
@@ -89,16 +87,25 @@ def options_to_dict(opt: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: str | Path, arch: str, flag: str) -> None:
-    """Load ``state['model']`` into ``model`` with ``strict=True``; name both archs when they differ."""
+    """Load ``state['model']`` into ``model`` with ``strict=True``; on mismatch, say what the file holds."""
+    from models import get_classifier, identify_arch
+
     weights = state["model"]
     if any(key.startswith("module.") for key in weights):  # saved from DataParallel/DDP
         weights = {key.removeprefix("module."): value for key, value in weights.items()}
-    recorded = state.get("arch")
     try:
         model.load_state_dict(weights, strict=True)
+        return
     except RuntimeError as error:
-        saved_as = f"a '{recorded}'" if recorded else "a different architecture"
-        first = str(error).splitlines()[1:2]
-        raise UserError(f"The checkpoint {flag} '{path}' holds {saved_as} model, which does not match the "
-                        f"architecture '{arch}' it is being loaded into ({' '.join(first).strip()[:160]}). "
-                        f"Pass the matching architecture name, or the checkpoint of a '{arch}' model.") from None
+        detail = " ".join(str(error).splitlines()[1:2]).strip()[:160]
+    found = identify_arch(weights)
+    if found is not None and found[0] == arch:
+        expected = get_classifier(model).out_features
+        raise UserError(f"The checkpoint {flag} '{path}' is a '{arch}' with {found[1]} output classes, but the "
+                        f"dataset needs {expected}. Use the --dataset the model was trained on, or a checkpoint "
+                        "trained on this dataset.")
+    holds = f"a '{found[0]}' model ({found[1]} classes)" if found else \
+        f"a '{state['arch']}' model" if isinstance(state.get("arch"), str) else "weights of an unknown architecture"
+    raise UserError(f"The checkpoint {flag} '{path}' holds {holds}, which does not match the architecture "
+                    f"'{arch}' it is being loaded into ({detail}). Pass the matching architecture name, or the "
+                    f"checkpoint of a '{arch}' model.")

@@ -11,7 +11,9 @@ To add an architecture: write its module here (copy the closest family), then ad
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import torch
 
 from torch import nn
 
@@ -28,6 +30,8 @@ __all__ = [
     "model_dict",
     "get_classifier",
     "set_classifier",
+    "classifier_key",
+    "identify_arch",
     "ConvReg",
     "Connector",
     "Embed",
@@ -99,3 +103,26 @@ def set_classifier(model: nn.Module, layer: nn.Linear) -> None:
             f"produces {old.in_features}"
         )
     setattr(parent, name, layer)
+
+
+def classifier_key(arch: str) -> str:
+    """State-dict prefix of ``arch``'s final linear layer, e.g. 'fc', 'linear', 'classifier.0'."""
+    with torch.device("meta"):
+        model = model_dict[arch](num_classes=2)
+    head = get_classifier(model)
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def identify_arch(weights: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
+    """(arch, num_classes) of the ``model_dict`` architecture whose state-dict keys and shapes equal
+    ``weights`` (any number of classes), or None. Models are built on the meta device (no memory)."""
+    for arch in model_dict:
+        head = weights.get(f"{classifier_key(arch)}.weight")
+        if head is None or head.ndim != 2:
+            continue
+        with torch.device("meta"):
+            reference = model_dict[arch](num_classes=int(head.shape[0])).state_dict()
+        if reference.keys() == weights.keys() and all(
+                tuple(reference[key].shape) == tuple(weights[key].shape) for key in reference):
+            return arch, int(head.shape[0])
+    return None

@@ -10,7 +10,7 @@ import torch
 import transfer_student
 from datagen import write_tinyimagenet
 from helpers import run_script
-from models import get_classifier, model_dict
+from models import classifier_key, get_classifier, model_dict
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _check_only_classifier_changed(source: Path, run_dir: Path, num_classes: int) -> None:
     before = torch.load(source, weights_only=True)["model"]
     after = torch.load(run_dir / "wrn_16_1_last.pth", weights_only=True)["model"]
-    head = transfer_student.classifier_key("wrn_16_1")
+    head = classifier_key("wrn_16_1")
     assert after[f"{head}.weight"].shape == (num_classes, before[f"{head}.weight"].shape[1])
     for key, value in before.items():
         if not key.startswith(head + "."):
@@ -66,7 +66,7 @@ def test_linear_probe_freezes_everything_but_a_fresh_head() -> None:
         head = transfer_student.linear_probe(model, 10)
         assert get_classifier(model) is head and head.out_features == 10
         trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-        key = transfer_student.classifier_key(arch)
+        key = classifier_key(arch)
         assert trainable == [f"{key}.weight", f"{key}.bias"], arch
         assert torch.all(head.bias == 0) and 0.005 < float(head.weight.detach().std()) < 0.015
 
