@@ -113,6 +113,10 @@ def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: i
                                 "again, or delete the folder.")
             raise UserError(f"The run folder '{run_dir}' holds an unfinished run (checkpoint '{last.name}'). "
                             "Add --resume auto to continue it, or use a new --trial to start over.")
+        others = sorted(path.name for path in run_dir.glob("*.pth"))
+        if others:
+            raise UserError(f"The run folder '{run_dir}' already holds checkpoints ({', '.join(others[:3])}), e.g. a "
+                            "fetched published teacher. Use a new --trial so nothing is overwritten.")
         return None
     if resume == "auto":
         if not last.exists():
