@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from helper.checkpoint import load_checkpoint, load_weights

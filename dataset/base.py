@@ -1,8 +1,6 @@
 """What every dataset loader returns (`ImageData`), its error type, and shared image helpers."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,14 +74,6 @@ def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE, chunk: int = 1024
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp file beside ``path``, then ``os.replace``: readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    from helper.checkpoint import save_checkpoint
+
+    save_checkpoint(obj, path)

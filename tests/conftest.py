@@ -25,3 +25,16 @@ def tinyimagenet_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-imagenet-200.zip in the official raw layout (3 classes, 4 train / 2 val images each)."""
     source = write_tinyimagenet_raw(tmp_path_factory.mktemp("tinyimagenet_src"))
     return zip_tree(source, tmp_path_factory.mktemp("tinyimagenet_zip") / "tiny-imagenet-200.zip")
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Every test starts from the same RNG state, so random inputs cannot make a test flaky."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)

@@ -1,11 +1,16 @@
 """Test utilities shared by the end-to-end tests (not fixtures: plain functions)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,3 +42,39 @@ def write_published_teacher(save_folder: Path, arch: str = "resnet8", num_classe
     torch.save({"epoch": 240, "model": model.state_dict(), "accuracy": 70.0,
                 "optimizer": optimizer.state_dict()}, path)
     return path
+
+
+def numeric_gradient(function, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    """Central finite-difference gradient of a scalar NumPy function (independent of autograd)."""
+    x = np.asarray(x, dtype=np.float64)
+    gradient = np.zeros_like(x)
+    for position in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[position] += step
+        minus[position] -= step
+        gradient[position] = (function(plus) - function(minus)) / (2 * step)
+    return gradient
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` with ``python -m http.server`` on 127.0.0.1 (a free port); yields the base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port),
+                                "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the test HTTP server did not start")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait()

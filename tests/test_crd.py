@@ -17,20 +17,12 @@ from scipy.stats import chi2
 
 from crd.criterion import ContrastLoss, CRDLoss, Embed
 from crd.memory import ContrastMemory, ContrastSampler
+from helpers import numeric_gradient
 
 TOL = 1e-5
 EPS = 1e-7
 
 
-def numeric_gradient(function, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    """Central finite-difference gradient of a scalar NumPy function."""
-    gradient = np.zeros_like(x)
-    for position in np.ndindex(x.shape):
-        plus, minus = x.copy(), x.copy()
-        plus[position] += step
-        minus[position] -= step
-        gradient[position] = (function(plus) - function(minus)) / (2 * step)
-    return gradient
 
 
 def contrast_loss_reference(x: np.ndarray, n_data: int) -> float:

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import write_published_teacher
+from helpers import serve_folder, write_published_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "fetch_pretrained_teachers.sh"
@@ -21,12 +19,6 @@ SCRIPT = REPO / "scripts" / "fetch_pretrained_teachers.sh"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("sh") is None or not (shutil.which("curl") or shutil.which("wget")),
                                  reason="needs a POSIX sh and curl or wget")]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +30,8 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     corrupt = root / "models" / "wrn_40_2_vanilla" / "ckpt_epoch_240.pth"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"<html>not a checkpoint</html>" * 100)
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port),
-                                "--directory", str(root / "models")], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the test HTTP server did not start")
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait()
+    with serve_folder(root / "models") as url:
+        yield url
 
 
 def _fetch(save_dir: Path, base_url: str, teachers: str) -> subprocess.CompletedProcess[str]:

@@ -4,28 +4,21 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dataset import load_dataset
+from helpers import serve_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data" / "get_tinyimagenet.sh"
 WNIDS = ["n01443537", "n01444537", "n01445537"]
 
 pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +28,8 @@ def server(tinyimagenet_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copy(tinyimagenet_zip, served / "good.zip")
     content = tinyimagenet_zip.read_bytes()
     (served / "truncated.zip").write_bytes(content[: len(content) * 2 // 3])
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port),
-                                "--directory", str(served)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the test HTTP server did not start")
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait()
+    with serve_folder(served) as url:
+        yield url
 
 
 def _run(data_dir: Path, url: str, **env: str) -> subprocess.CompletedProcess[str]:

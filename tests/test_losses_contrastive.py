@@ -8,20 +8,11 @@ import pytest
 import torch
 
 from distiller_zoo.losses import DCDLoss, RRDLoss
+from helpers import numeric_gradient
 
 TOL = 1e-5
 
 
-def numeric_gradient(function, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    """Central finite-difference gradient of a scalar NumPy function."""
-    x = np.asarray(x, dtype=np.float64)
-    gradient = np.zeros_like(x)
-    for position in np.ndindex(x.shape):
-        plus, minus = x.copy(), x.copy()
-        plus[position] += step
-        minus[position] -= step
-        gradient[position] = (function(plus) - function(minus)) / (2 * step)
-    return gradient
 
 
 def embed(x: np.ndarray, linear: torch.nn.Linear) -> np.ndarray:

@@ -12,20 +12,11 @@ import pytest
 import torch
 
 from distiller_zoo.losses import ABLoss, Attention, FactorTransfer, FSP, HintLoss, NSTLoss, VIDLoss
+from helpers import numeric_gradient
 
 TOL = 1e-5
 
 
-# ---------------------------------------------------------------- independent helpers
-def numeric_gradient(function, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    """Central finite-difference gradient of a scalar NumPy function."""
-    gradient = np.zeros_like(x)
-    for position in np.ndindex(x.shape):
-        plus, minus = x.copy(), x.copy()
-        plus[position] += step
-        minus[position] -= step
-        gradient[position] = (function(plus) - function(minus)) / (2 * step)
-    return gradient
 
 
 def adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
