@@ -64,9 +64,11 @@ def init_distributed(device: torch.device) -> torch.device:
         if device.index is not None and device.index != local_rank:
             raise UserError(f"--device {device} cannot be combined with torchrun: each process uses the GPU of "
                             "its local rank. Pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES.")
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"torchrun started local rank {local_rank}, but only {torch.cuda.device_count()} GPUs "
-                            "are visible. Lower --nproc_per_node to the number of GPUs.")
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if local_processes > torch.cuda.device_count():  # the same check on every rank: rank 0 reports it
+            raise UserError(f"torchrun started {local_processes} processes on this machine, but only "
+                            f"{torch.cuda.device_count()} GPUs are visible. Lower --nproc_per_node to the number of "
+                            "GPUs (one process per GPU).")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"

@@ -26,7 +26,7 @@ def setup(opt: argparse.Namespace) -> torch.device:
     if processes > 1 and distributed.is_main():
         print(f"torchrun: {processes} processes x --batch_size {opt.batch_size} = global batch "
               f"{processes * opt.batch_size} (backend {torch.distributed.get_backend()}, device {device.type})")
-        if opt.lr_scaling == "none":
+        if lr_factor(opt) == 1.0:
             print(f"warning: --learning_rate {opt.learning_rate:g} is used as is for a {processes}x larger global "
                   f"batch (--lr_scaling none); pass --lr_scaling linear to train with {processes} x "
                   "--learning_rate (Goyal et al., 2017).", file=sys.stderr, flush=True)
@@ -35,7 +35,7 @@ def setup(opt: argparse.Namespace) -> torch.device:
 
 def lr_factor(opt: argparse.Namespace) -> float:
     """The --lr_scaling multiplier of every stage's learning rate (1 in a single process)."""
-    return float(distributed.world_size()) if opt.lr_scaling == "linear" else 1.0
+    return float(distributed.world_size()) if getattr(opt, "lr_scaling", "none") == "linear" else 1.0
 
 
 def build_data(opt: argparse.Namespace, device: torch.device) -> tuple[Any, Any, Any]:

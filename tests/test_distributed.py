@@ -211,3 +211,25 @@ def test_building_blocks_match_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(ranks[0][name], single[name], msg=name)
     for name in ("rrd_queue", "crd_banks", "crd_z", "bn_running_var", "dcd_loss"):  # identical on every rank
         assert torch.equal(ranks[0][name], ranks[1][name]), name
+
+
+def test_mid_epoch_checkpoint_needs_the_same_process_count() -> None:
+    from helper.errors import UserError
+    from helper.loop import _check_world_size
+
+    _check_world_size({"world_size": 2, "partial": None})  # end of an epoch: any process count
+    with pytest.raises(UserError, match="mid-epoch by 2 process"):
+        _check_world_size({"world_size": 2, "partial": {"epoch": 3, "step": 5}})
+
+
+def test_a_duplicated_stop_signal_is_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helper.loop import GracefulStop
+
+    clock = iter([100.0, 100.5, 105.0])
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    stop = GracefulStop()
+    stop._handle(signal.SIGTERM, None)  # from Slurm
+    stop._handle(signal.SIGTERM, None)  # the same request, forwarded by torchrun
+    assert stop.agreed() and stop.signal_name == "SIGTERM"
+    with pytest.raises(KeyboardInterrupt):  # a second request, seconds later: give up at once
+        stop._handle(signal.SIGINT, None)

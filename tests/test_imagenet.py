@@ -100,12 +100,16 @@ def test_torchvision_weights_features_and_preact(torchvision_teacher: Path) -> N
     for feat, preact in zip(feats[1:-1], preacts[1:-1]):
         assert torch.equal(feat, preact.relu()) and (preact < 0).any()
     assert train_student.teacher_arch(str(torchvision_teacher), {"model": state}) == "tv_resnet34"
-    for name, builder in imagenet_model_dict.items():
-        model = builder(num_classes=3)
-        feats, logits = model(torch.randn(2, 3, 64, 64), is_feat=True, preact=True)
-        assert len(feats) == 6 and logits.shape == (2, 3) and feats[-1].shape[1] == model.get_bn_before_relu()[-1]\
-            .num_features, name
-        assert len(model.get_bn_before_relu()) == 4
+
+
+@pytest.mark.parametrize("name", list(imagenet_model_dict))
+def test_every_imagenet_model_has_the_feature_interface(name: str) -> None:
+    model = imagenet_model_dict[name](num_classes=3)
+    with torch.no_grad():
+        feats, logits = model(torch.randn(2, 3, 32, 32), is_feat=True, preact=True)
+    assert len(feats) == 6 and logits.shape == (2, 3) and feats[-1].shape == (2, feats[-2].shape[1])
+    assert [f.shape[-1] for f in feats[:-1]] == [16, 8, 4, 2, 1]  # strides 2, 4, 8, 16, 32
+    assert len(model.get_bn_before_relu()) == 4 and len(model.get_feat_modules()) > 0
 
 
 def test_half_precision_crd_banks() -> None:
