@@ -2,6 +2,8 @@
 
     python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth \
         --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --trial 1
+    torchrun --nproc_per_node 8 train_student.py --dataset imagenet --path_t resnet34-b627a593.pth \
+        --model_s tv_resnet18 --distill crd --lr_scaling linear --sync_bn
 Loss = gamma*CE + alpha*KD + beta*method; omitted -r/-a/-b take the method's defaults.
 """
 from __future__ import annotations
@@ -14,17 +16,18 @@ from typing import Any
 import torch
 
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
+from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
-from helper.options import add_training_args, finalize_training_args, resolve_resume
+from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
 from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
-from models import model_dict
+from models import all_model_dict, identify_arch, imagenet_model_dict
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Knowledge distillation from a trained teacher into a student.")
-    parser.add_argument("--model_s", type=str, default="resnet8", help=f"student: {' '.join(model_dict)}")
+    parser.add_argument("--model_s", type=str, default="resnet8", help=f"student: {' '.join(all_model_dict)}")
     parser.add_argument("--path_t", type=str, default=None, help="teacher checkpoint (.pth with a 'model' key)")
     parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
     parser.add_argument("-r", "--gamma", type=float, default=None, help="weight of CE (method default)")
@@ -40,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nce_m", type=float, default=0.5, help="CRD memory momentum")
     parser.add_argument("--hint_layer", type=int, default=2, help="FitNet feature index")
     parser.add_argument("--init_epochs", type=int, default=30, help="init stage of abound/factor/fsp")
+    parser.add_argument("--crd_bank_dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="CRD memory banks: 2 x n_data x feat_dim values (ImageNet, fp32: 1.3 GB; bf16: 0.66 GB)")
+    parser.add_argument("--dcd_gather", action="store_true",
+                        help="torchrun: DCD contrasts over the global batch (all processes) instead of each process's")
     add_training_args(parser, learning_rate=None)
     opt = parser.parse_args(argv)
     return finalize_student_args(opt)
@@ -47,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     """Validate flags, fill the method's default weights and find the teacher's architecture."""
-    if opt.model_s not in model_dict:
-        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(model_dict)}.")
+    if opt.model_s not in all_model_dict:
+        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(all_model_dict)}.")
     if opt.distill not in METHODS:
         raise UserError(f"Unknown --distill '{opt.distill}'. Choose one of: {', '.join(METHODS)}.")
     if opt.path_t is None:
@@ -65,23 +72,29 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
         warnings.warn("-r, -a and -b are all 0: the student receives no training signal.", stacklevel=2)
     if opt.init_epochs < 0:
         raise UserError(f"--init_epochs must be >= 0, got {opt.init_epochs}.")
+    check_model_for_dataset(opt.model_s, opt.dataset, "--model_s")
     opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)")
     opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
+    check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
     return finalize_training_args(opt, opt.model_s)
 
 
 def teacher_arch(path: str, state: dict[str, Any]) -> str:
-    """The arch recorded in the checkpoint, else the longest model_dict key prefixing the folder name."""
+    """The arch recorded in the checkpoint, else the longest model name prefixing the folder name,
+    else the torchvision architecture whose keys and shapes the weights have (torchvision's files)."""
     recorded = state.get("arch")
-    if isinstance(recorded, str) and recorded in model_dict:
+    if isinstance(recorded, str) and recorded in all_model_dict:
         return recorded
     folder = Path(path).resolve().parent.name
-    matches = [name for name in model_dict if folder.startswith(name)]
-    if not matches:
-        raise UserError(f"Cannot tell the teacher's architecture: '{path}' records none, and its folder name "
-                        f"'{folder}' does not start with a known model ({', '.join(model_dict)}). Put it in a folder "
-                        "named like 'resnet32x4_vanilla', or re-save it with an 'arch' entry.")
-    return max(matches, key=len)
+    matches = [name for name in all_model_dict if folder.startswith(name)]
+    if matches:
+        return max(matches, key=len)
+    found = identify_arch(state["model"], imagenet_model_dict)
+    if found is not None:
+        return found[0]
+    raise UserError(f"Cannot tell the teacher's architecture: '{path}' records none, and its folder name "
+                    f"'{folder}' does not start with a known model ({', '.join(all_model_dict)}). Put it in a folder "
+                    "named like 'resnet32x4_vanilla', or re-save it with an 'arch' entry.")
 
 
 def run_name(opt: argparse.Namespace) -> str:
@@ -90,34 +103,39 @@ def run_name(opt: argparse.Namespace) -> str:
             f"_b_{opt.beta:g}_trial_{opt.trial}")
 
 
-def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device) -> list[torch.Size]:
-    """Shapes of ``model``'s feature list for a 2x3x32x32 batch (eval mode, no grad)."""
+def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device, size: int = 32) -> list[torch.Size]:
+    """Shapes of ``model``'s feature list for a 2x3x``size``x``size`` batch (eval mode, no grad)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        feats, _ = model(torch.zeros(2, 3, 32, 32, device=device), is_feat=True, preact=preact)
+        feats, _ = model(torch.zeros(2, 3, size, size, device=device), is_feat=True, preact=preact)
     model.train(was_training)
     return [f.shape for f in feats]
 
 
 def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
-    teacher = model_dict[opt.model_t](num_classes=num_classes)
+    teacher = all_model_dict[opt.model_t](num_classes=num_classes)
     load_weights(teacher, opt.teacher_state, opt.path_t, opt.model_t, "--path_t")
     teacher.eval().requires_grad_(False)
-    return prepare_model(teacher, opt, device)
+    return prepare_model(teacher, opt, device, trained=False)
 
 
 def build_models(opt: argparse.Namespace, data: Any, device: torch.device
                  ) -> tuple[torch.nn.Module, torch.nn.Module, Distiller]:
-    """Teacher (from --path_t, frozen), a fresh student, and the --distill method's modules."""
+    """Teacher (from --path_t, frozen), a fresh student, and the --distill method's modules
+    (the student's and the method's BatchNorm over all ranks with --sync_bn)."""
     teacher = load_teacher(opt, data.num_classes, device)
     opt.__dict__.pop("teacher_state", None)  # not an option: keep it out of the saved options
-    student = prepare_model(model_dict[opt.model_s](num_classes=data.num_classes), opt, device)
+    student = prepare_model(all_model_dict[opt.model_s](num_classes=data.num_classes), opt, device)
     method_class = METHODS[opt.distill]
-    context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device),
-                             feature_shapes(teacher, method_class.uses_preact, device),
+    size = opt.image_size or 32
+    context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device, size),
+                             feature_shapes(teacher, method_class.uses_preact, device, size),
                              data.train_labels.to(device), device)
-    return student, teacher, method_class(context).to(device)
+    method = method_class(context).to(device)
+    if opt.sync_bn:
+        method = distributed.convert_sync_batchnorm(method, device)
+    return student, teacher, method
 
 
 def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Distiller, opt: argparse.Namespace,
@@ -157,6 +175,7 @@ def main(argv: list[str] | None = None) -> float:
                        main_resume, extra=extra)
     print(f"teacher accuracy: {teacher_acc:.2f}  student best accuracy: {result.best_acc:.2f}  "
           f"last: {result.last_acc:.2f}")
+    distributed.finish()
     return result.best_acc
 
 

@@ -1,6 +1,7 @@
 """Train a teacher (or a vanilla student) with cross-entropy.
 
     python train_teacher.py --model resnet32x4
+    torchrun --nproc_per_node 4 train_teacher.py --model resnet32x4 --lr_scaling linear
 Saves to save/models/<model>_vanilla[_trial_<t>]/ (other datasets: <model>_<dataset>_vanilla...).
 """
 from __future__ import annotations
@@ -8,20 +9,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from helper import distributed
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import add_training_args, finalize_training_args, resolve_resume
+from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
 from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
-from models import model_dict
+from models import all_model_dict
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a CIFAR-style classifier (teacher) with cross-entropy.")
-    parser.add_argument("--model", type=str, default="resnet110", help=f"one of: {' '.join(model_dict)}")
+    parser.add_argument("--model", type=str, default="resnet110", help=f"one of: {' '.join(all_model_dict)}")
     add_training_args(parser, learning_rate=None)
     opt = parser.parse_args(argv)
-    if opt.model not in model_dict:
-        raise UserError(f"Unknown --model '{opt.model}'. Choose one of: {', '.join(model_dict)}.")
+    if opt.model not in all_model_dict:
+        raise UserError(f"Unknown --model '{opt.model}'. Choose one of: {', '.join(all_model_dict)}.")
+    check_model_for_dataset(opt.model, opt.dataset, "--model")
     return finalize_training_args(opt, opt.model)
 
 
@@ -40,13 +43,14 @@ def main(argv: list[str] | None = None) -> float:
     resume = resolve_resume(run_dir, opt.model, opt.resume, opt.epochs)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device)
-    model = prepare_model(model_dict[opt.model](num_classes=data.num_classes), opt, device)
+    model = prepare_model(all_model_dict[opt.model](num_classes=data.num_classes), opt, device)
     optimizer = make_optimizer(model.parameters(), opt, device)
     print(f"Training teacher {opt.model} on {opt.dataset} ({len(train_loader)} steps/epoch, device {device}) "
           f"-> {run_dir}")
     result = run_stage(ClassifierTask(model), optimizer, train_loader, test_loader, opt, run_dir, tb_dir,
                        opt.model, opt.model, resume)
     print(f"best accuracy: {result.best_acc:.2f}  last accuracy: {result.last_acc:.2f}")
+    distributed.finish()
     return result.best_acc
 
 

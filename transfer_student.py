@@ -11,6 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
+from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> float:
     result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
                        resume, extra={"source": str(opt.path_s)})
     print(f"{opt.dataset} linear-probe accuracy: best {result.best_acc:.2f}  last {result.last_acc:.2f}")
+    distributed.finish()
     return result.best_acc
 
 

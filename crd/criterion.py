@@ -48,7 +48,8 @@ class ContrastLoss(nn.Module):
 class CRDLoss(nn.Module):
     """Student-anchored plus teacher-anchored NCE contrast against momentum memory banks.
 
-    opt needs s_dim, t_dim, feat_dim, n_data, nce_k, nce_t, nce_m. forward(f_s (B, s_dim),
+    opt needs s_dim, t_dim, feat_dim, n_data, nce_k, nce_t, nce_m (crd_bank_dtype optional, default
+    'fp32'). forward(f_s (B, s_dim),
     f_t (B, t_dim), idx (B,) dataset indices, contrast_idx (B, nce_k+1) or None) -> scalar.
     With contrast_idx None the indices come from `sampler` when one is attached (a
     ContrastSampler, drawing on the device), else uniformly over the dataset, positive first.
@@ -58,7 +59,8 @@ class CRDLoss(nn.Module):
         super().__init__()
         self.embed_s = Embed(opt.s_dim, opt.feat_dim)
         self.embed_t = Embed(opt.t_dim, opt.feat_dim)
-        self.contrast = ContrastMemory(opt.feat_dim, opt.n_data, opt.nce_k, opt.nce_t, opt.nce_m)
+        self.contrast = ContrastMemory(opt.feat_dim, opt.n_data, opt.nce_k, opt.nce_t, opt.nce_m,
+                                       bank_dtype=getattr(opt, "crd_bank_dtype", "fp32"))
         self.criterion_s = ContrastLoss(opt.n_data)
         self.criterion_t = ContrastLoss(opt.n_data)
         self.sampler: ContrastSampler | None = None

@@ -1,5 +1,15 @@
 """Memory banks and negative sampling for contrastive representation distillation
-(Tian et al., 2020, "Contrastive Representation Distillation", ICLR; eqs. 9-19)."""
+(Tian et al., 2020, "Contrastive Representation Distillation", ICLR; eqs. 9-19).
+
+Under torchrun the banks stay identical on every rank: Z is fixed from the mean score over the
+global batch, and every rank applies the momentum update with the embeddings and indices gathered
+from all ranks (in rank order, i.e. exactly the single-process batch). The sampler draws its random
+numbers for the whole global batch on every rank (same seed, same stream) and keeps its own rows.
+
+Memory: the two banks hold 2 x n_data x feat_dim values, e.g. ImageNet (1,281,167 images) at
+feat_dim 128: 1.31 GB in fp32, 0.66 GB in bf16/fp16 (``bank_dtype``); scoring a batch against all
+rows takes another (B, n_data) fp32 score matrix per direction while it trains.
+"""
 from __future__ import annotations
 
 import math
@@ -7,6 +17,15 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from helper import distributed
+
+BANK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def bank_bytes(n_data: int, feat_dim: int, bank_dtype: str = "fp32") -> int:
+    """Bytes the two CRD memory banks take: 2 x n_data x feat_dim x bytes per value."""
+    return 2 * n_data * feat_dim * BANK_DTYPES[bank_dtype].itemsize
 
 
 def _sampled_scores(
@@ -17,10 +36,13 @@ def _sampled_scores(
     Scores every bank row with one (B, D) @ (D, n_data) matmul and gathers the B x (K+1)
     sampled scalars, instead of gathering B x (K+1) x D rows (identical math, far less memory
     traffic). The bank is snapshotted when autograd needs it, because the momentum update
-    writes into it in place before backward runs.
+    writes into it in place before backward runs; a half-precision bank is scored in the
+    embeddings' precision.
     """
     if torch.is_grad_enabled() and embeddings.requires_grad:
-        bank = bank.clone()
+        bank = bank.to(embeddings.dtype, copy=True)
+    elif bank.dtype != embeddings.dtype and not torch.is_autocast_enabled(embeddings.device.type):
+        bank = bank.to(embeddings.dtype)
     all_scores = embeddings @ bank.t()  # (B, n_data)
     sampled = all_scores.gather(1, contrast_idx)
     if sampled.dtype in (torch.float16, torch.bfloat16):  # exp(1/T) and Z need fp32 under autocast
@@ -36,10 +58,12 @@ class ContrastMemory(nn.Module):
     (out_v1, out_v2), each (B, K+1): out_v1 = exp(<memory_v2[idx], v1>/T) / Z_v1 and
     out_v2 = exp(<memory_v1[idx], v2>/T) / Z_v2. Z is fixed on the first call to
     mean(out) * n_data. Afterwards rows y move to normalize(m * row + (1 - m) * v).
+    ``bank_dtype`` ('fp32', 'bf16', 'fp16') stores the banks in half precision to save memory.
     """
 
     def __init__(
-        self, inputSize: int, outputSize: int, K: int, T: float = 0.07, momentum: float = 0.5
+        self, inputSize: int, outputSize: int, K: int, T: float = 0.07, momentum: float = 0.5,
+        bank_dtype: str = "fp32",
     ) -> None:
         super().__init__()
         self.n_data = outputSize
@@ -47,17 +71,20 @@ class ContrastMemory(nn.Module):
         self.T = T
         self.momentum = momentum
         bound = 1.0 / math.sqrt(inputSize / 3)
-        self.register_buffer("memory_v1", torch.rand(outputSize, inputSize).mul_(2 * bound).sub_(bound))
-        self.register_buffer("memory_v2", torch.rand(outputSize, inputSize).mul_(2 * bound).sub_(bound))
+        dtype = BANK_DTYPES[bank_dtype]
+        self.register_buffer("memory_v1", torch.rand(outputSize, inputSize).mul_(2 * bound).sub_(bound).to(dtype))
+        self.register_buffer("memory_v2", torch.rand(outputSize, inputSize).mul_(2 * bound).sub_(bound).to(dtype))
         self.register_buffer("Z_v1", torch.tensor(-1.0))
         self.register_buffer("Z_v2", torch.tensor(-1.0))
 
     def draw_uniform(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, K+1) indices: y first, then K uniform draws over the bank with replacement
-        (the reference's sampler when no contrast indices are given)."""
+        (the reference's sampler when no contrast indices are given; under torchrun this rank's
+        rows of a draw for the global batch)."""
+        batch_size, rank = y.shape[0], distributed.rank()
         negatives = torch.randint(
-            self.n_data, (y.shape[0], self.K), device=y.device, generator=generator
-        )
+            self.n_data, (distributed.world_size() * batch_size, self.K), device=y.device, generator=generator
+        )[rank * batch_size:(rank + 1) * batch_size]
         return torch.cat([y.view(-1, 1).long(), negatives], dim=1)
 
     def forward(
@@ -76,8 +103,10 @@ class ContrastMemory(nn.Module):
         out_v1 = _sampled_scores(self.memory_v2, v1, idx, self.T)
 
         with torch.no_grad():  # sync-free "set Z once": keep it if already positive
-            z_v1 = torch.where(self.Z_v1 < 0, out_v1.mean() * self.n_data, self.Z_v1)
-            z_v2 = torch.where(self.Z_v2 < 0, out_v2.mean() * self.n_data, self.Z_v2)
+            means = torch.stack([out_v1.mean(), out_v2.mean()])
+            means = distributed.all_reduce_sum(means) / distributed.world_size()  # global batch mean
+            z_v1 = torch.where(self.Z_v1 < 0, means[0] * self.n_data, self.Z_v1)
+            z_v2 = torch.where(self.Z_v2 < 0, means[1] * self.n_data, self.Z_v2)
             self.Z_v1.copy_(z_v1)
             self.Z_v2.copy_(z_v2)
         out_v1 = out_v1 / z_v1
@@ -88,13 +117,14 @@ class ContrastMemory(nn.Module):
 
     @torch.no_grad()
     def update_memory(self, v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor) -> None:
-        """Momentum update of the rows y of both banks, then L2-normalise them."""
-        y = y.view(-1).long()
+        """Momentum update of the rows y of both banks, then L2-normalise them (in fp32 for
+        half-precision banks). Under torchrun, with every rank's rows (gathered)."""
+        y = distributed.all_gather(y.view(-1).long())
         for bank, embeddings in ((self.memory_v1, v1), (self.memory_v2, v2)):
-            rows = bank.index_select(0, y) * self.momentum + embeddings.detach().to(bank.dtype) * (
-                1 - self.momentum
-            )
-            bank.index_copy_(0, y, F.normalize(rows, dim=1))
+            work = torch.promote_types(bank.dtype, torch.float32)  # at least fp32
+            embeddings = distributed.all_gather(embeddings.detach().to(work))
+            rows = bank.index_select(0, y).to(work) * self.momentum + embeddings * (1 - self.momentum)
+            bank.index_copy_(0, y, F.normalize(rows, dim=1).to(bank.dtype))
 
 
 class ContrastSampler:
@@ -159,16 +189,23 @@ class ContrastSampler:
         index: torch.Tensor,
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """index (B,) dataset indices -> (B, nce_k + 1) long on the sampler's device.
 
         labels (B,) default to the table's labels of index; generator, if given, must live on
-        the sampler's device (a seeded one makes the draw reproducible).
+        the sampler's device (a seeded one makes the draw reproducible). shard (rank, world_size),
+        default this process's: the B anchors are rows rank*B ... (rank+1)*B - 1 of a global batch
+        of world_size*B; the random numbers are drawn for the whole global batch (identically on
+        every rank) and this shard's rows are kept, so the rows equal those of a single-process
+        call on the global batch.
         """
         n_data, device = self.n_data, self.device
+        rank, world_size = shard if shard is not None else (distributed.rank(), distributed.world_size())
         index = index.to(device).long().view(-1)
         classes = self.labels[index] if labels is None else labels.to(device).long().view(-1)
         batch_size = index.numel()
+        rows = slice(rank * batch_size, (rank + 1) * batch_size)  # of the global batch's random draws
         counts = self.class_counts[classes].unsqueeze(1)  # (B, 1)
         members = self.members[classes]  # (B, largest_class)
         valid = self._slot < counts
@@ -176,7 +213,7 @@ class ContrastSampler:
         if self.mode == "exact":
             positives = index
         else:
-            u = torch.rand(batch_size, 1, device=device, generator=generator, dtype=torch.float64)
+            u = torch.rand(world_size * batch_size, 1, device=device, generator=generator, dtype=torch.float64)[rows]
             pick = torch.minimum((u * counts).long(), counts - 1)
             positives = members.gather(1, pick).squeeze(1)
 
@@ -192,7 +229,7 @@ class ContrastSampler:
         )
 
         num_negatives = n_data - counts  # (B, 1)
-        u = torch.rand(batch_size, 1, device=device, generator=generator, dtype=torch.float64)
+        u = torch.rand(world_size * batch_size, 1, device=device, generator=generator, dtype=torch.float64)[rows]
         offsets = torch.minimum((u * num_negatives).long(), num_negatives - 1)
         # location of rank o + i (i = 0..nce_k) is (o + i) + #{m : shifted_m <= o + i}: a running
         # count, built as a cumsum of increments (faster than a batched searchsorted)

@@ -39,16 +39,17 @@ def load_dataset(name: str, data_folder: str | Path, download: bool = True) -> I
 
 def make_loaders(data: ImageData, batch_size: int, device: torch.device | str, loader: str = "fast",
                  num_workers: int = 2, seed: int = 0, augment: bool = True,
-                 channels_last: bool = False) -> tuple[TrainLoader, TestLoader]:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> tuple[TrainLoader, TestLoader]:
     """Build the (train, test) loaders: train shuffled per (seed, epoch), augmented, drop_last; test in order.
 
     ``loader`` is 'fast' (data on the device, batched augmentation; ignores num_workers) or 'classic'
-    (torchvision DataLoader with ``num_workers`` workers).
+    (torchvision DataLoader with ``num_workers`` workers). With ``world_size`` > 1 each loader yields
+    rank ``rank``'s share of every global batch (see dataset/loaders.py).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     common = dict(mean=data.mean, std=data.std, batch_size=batch_size, device=device, seed=seed,
-                  augment=augment, channels_last=channels_last)
+                  augment=augment, channels_last=channels_last, rank=rank, world_size=world_size)
     if loader == "fast":
         return (FastLoader(data.train_images, data.train_labels, train=True, **common),
                 FastLoader(data.test_images, data.test_labels, train=False, **common))

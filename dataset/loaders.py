@@ -9,6 +9,12 @@ Both draw epoch ``e``'s shuffle (and augmentation) from a generator seeded by ``
 so a run resumed at (epoch, step) sees exactly the batches the uninterrupted run would have seen.
 Both yield ``(images, labels, index)`` on the device: float32 (B, 3, 32, 32) normalised, int64 (B,)
 labels and int64 (B,) sample indices into the split (CRD needs them).
+
+Under torchrun (``world_size`` N > 1) every rank draws the same epoch permutation; a training step
+consumes one global batch of N x batch_size positions and rank r takes the contiguous slice
+[r * batch_size, (r + 1) * batch_size) of it, so the union of a step's rank batches is exactly the
+batch a single process with batch size N x batch_size would see (augmentation included), and
+gathering in rank order restores its order. Test splits are cut into N contiguous shards.
 """
 from __future__ import annotations
 
@@ -77,8 +83,25 @@ def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.T
     return padded.gather(2, flat).view(batch, channels, height, width)
 
 
-def _num_batches(num_samples: int, batch_size: int, train: bool) -> int:
-    return num_samples // batch_size if train else math.ceil(num_samples / batch_size)
+def _num_batches(num_samples: int, batch_size: int, train: bool, world_size: int = 1) -> int:
+    """Train: full global batches per epoch; test: batches in this rank's shard (``num_samples`` is the shard)."""
+    return num_samples // (batch_size * world_size) if train else math.ceil(num_samples / batch_size)
+
+
+def test_shard(num_samples: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous share of a test split (sizes differ by at most one)."""
+    return range(rank * num_samples // world_size, (rank + 1) * num_samples // world_size)
+
+
+def rank_positions(num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Positions in a training epoch's order that rank ``rank`` trains on, batch after batch.
+
+    Step s of rank r covers positions s*N*B + r*B ... s*N*B + (r+1)*B - 1 (N ranks, B = batch_size);
+    with N = 1 this is simply 0 ... steps*B - 1. Returns int64 (steps * B,).
+    """
+    steps = num_samples // (batch_size * world_size)
+    starts = torch.arange(steps) * (batch_size * world_size) + rank * batch_size
+    return (starts[:, None] + torch.arange(batch_size)).reshape(-1)
 
 
 def _check_step(start_step: int) -> None:
@@ -91,21 +114,25 @@ class FastLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  batch_size: int, device: torch.device | str, train: bool, seed: int = 0, augment: bool = True,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         self.device = torch.device(device)
+        self.num_samples = int(labels.shape[0])
         self.images = images.to(self.device).contiguous()  # the one host-to-device copy
         self.labels = labels.to(self.device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.batch_size = batch_size
-        self.num_samples = int(labels.shape[0])
         self.train = train
         self.augment = augment and train
         self.seed = seed
         self.channels_last = channels_last
+        self.world_size = world_size
+        self.shard = test_shard(self.num_samples, rank, world_size)  # test: the samples this rank evaluates
+        self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).to(self.device)
 
     def __len__(self) -> int:
-        return _num_batches(self.num_samples, self.batch_size, self.train)
+        return _num_batches(self.num_samples if self.train else len(self.shard), self.batch_size, self.train,
+                            self.world_size)
 
     def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
@@ -121,13 +148,14 @@ class FastLoader:
                 flips = torch.rand(self.num_samples, generator=generator) < 0.5
                 offsets, flips = offsets.to(self.device), flips.to(self.device)
         else:
-            order = torch.arange(self.num_samples, device=self.device)
+            order = torch.arange(self.shard.start, self.shard.stop, device=self.device)
         for step in range(start_step, len(self)):
             window = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            index = order[window]
+            positions = self.positions[window] if self.train else window
+            index = order[positions]
             images = self.images.index_select(0, index)
             if self.augment:
-                images = random_crop_flip(images, offsets[window], flips[window])
+                images = random_crop_flip(images, offsets[positions], flips[positions])
             images = normalize(images, self.mean, self.std)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -179,7 +207,7 @@ class ClassicLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  batch_size: int, device: torch.device | str, train: bool, num_workers: int = 2, seed: int = 0,
-                 augment: bool = True, channels_last: bool = False) -> None:
+                 augment: bool = True, channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.num_samples = int(labels.shape[0])
@@ -187,6 +215,9 @@ class ClassicLoader:
         self.augment = augment and train
         self.seed = seed
         self.channels_last = channels_last
+        self.world_size = world_size
+        self.shard = test_shard(self.num_samples, rank, world_size)
+        self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).tolist()
         steps: list[Any] = [transforms.RandomCrop(images.shape[-1], padding=PADDING),
                             transforms.RandomHorizontalFlip()] if self.augment else []
         transform = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
@@ -199,7 +230,8 @@ class ClassicLoader:
         )
 
     def __len__(self) -> int:
-        return _num_batches(self.num_samples, self.batch_size, self.train)
+        return _num_batches(self.num_samples if self.train else len(self.shard), self.batch_size, self.train,
+                            self.world_size)
 
     def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
@@ -207,20 +239,26 @@ class ClassicLoader:
         return self._batches(epoch, start_step)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
-        keys: list[Any]
-        if self.train:
-            generator = epoch_generator(self.seed, epoch)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-            if self.augment:
-                item_seeds = torch.randint(0, 2**62, (self.num_samples,), generator=generator).tolist()
-                keys = list(zip(order, item_seeds))
-            else:
-                keys = order
-        else:
-            keys = list(range(self.num_samples))
-        self._sampler.keys = keys[start_step * self.batch_size:]
+        self._sampler.keys = epoch_keys(self.num_samples, self.seed, epoch, self.train, self.augment,
+                                        self.positions, self.shard)[start_step * self.batch_size:]
         for images, labels, index in self._loader:
             images = images.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, labels.to(self.device, non_blocking=True), index.to(self.device, non_blocking=True)
+
+
+def epoch_keys(num_samples: int, seed: int, epoch: int, train: bool, augment: bool, positions: list[int],
+               shard: range) -> list[Any]:
+    """Dataset keys this rank loads in ``epoch``, in order: sample index, or (index, augmentation seed).
+
+    Train: the (seed, epoch) permutation at this rank's ``positions``; test: the ``shard`` in order.
+    """
+    if not train:
+        return list(shard)
+    generator = epoch_generator(seed, epoch)
+    order = torch.randperm(num_samples, generator=generator).tolist()
+    if augment:
+        item_seeds = torch.randint(0, 2**62, (num_samples,), generator=generator).tolist()
+        return [(order[p], item_seeds[p]) for p in positions]
+    return [order[p] for p in positions]

@@ -40,7 +40,7 @@ class DistillContext:
     opt: argparse.Namespace          # all flags (feat_dim, nce_k, kd_T, hint_layer, ...)
     student: nn.Module
     teacher: nn.Module
-    student_shapes: list[torch.Size]  # feature shapes for a 2x3x32x32 batch (preact as the method asks)
+    student_shapes: list[torch.Size]  # feature shapes for a 2x3xSxS batch (S = 32, or --image_size; preact as asked)
     teacher_shapes: list[torch.Size]
     train_labels: Tensor              # (n_data,) labels of the training split (CRD sampling)
     device: torch.device
@@ -121,6 +121,10 @@ class DistillTask:
         self.kd_loss = DistillKL(kd_T)
         self.stage = stage
         self.init_modules = method.init_modules(student) if stage == "init" else []
+
+    def modules(self) -> list[nn.Module]:
+        """The student and the method's modules (their BatchNorm statistics are shared across ranks)."""
+        return [self.model, self.method]
 
     def train_mode(self) -> None:
         self.teacher.eval()

@@ -4,15 +4,18 @@ from __future__ import annotations
 from torch import Tensor
 
 from crd.criterion import CRDLoss
-from crd.memory import ContrastSampler
+from crd.memory import ContrastSampler, bank_bytes
 from distiller_zoo.base import DistillContext, Distiller, Features, register
 from helper.errors import UserError
+
+LARGE_BANK_BYTES = 2**28  # say how much memory the banks take from 256 MB on
 
 
 @register("crd")
 class CRD(Distiller):
     """NCE between student/teacher embeddings and momentum memory banks of the other network.
-    Negatives (--nce_k, other classes only) are sampled on the device each step."""
+    Negatives (--nce_k, other classes only) are sampled on the device each step. Under torchrun the
+    banks and the negatives equal those of one process training on the global batch."""
 
     default_beta = 0.8
 
@@ -24,6 +27,11 @@ class CRD(Distiller):
         except ValueError as error:
             raise UserError(f"--nce_k {opt.nce_k} is too large for this dataset: {error}") from None
         self.criterion = CRDLoss(opt)
+        bank_dtype = getattr(opt, "crd_bank_dtype", "fp32")
+        size = bank_bytes(opt.n_data, opt.feat_dim, bank_dtype)
+        if size >= LARGE_BANK_BYTES:
+            print(f"CRD memory banks: 2 x {opt.n_data} x {opt.feat_dim} x {bank_dtype} = {size / 1e9:.2f} GB "
+                  "per process (--crd_bank_dtype bf16 halves it; --distill rrd keeps only --nce_k embeddings)")
 
     def loss(self, features: Features) -> Tensor:
         contrast_index = self.sampler(features.index, features.labels)

@@ -42,7 +42,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
-    """Load a checkpoint on the CPU with ``weights_only=True``.
+    """Load a checkpoint on the CPU with ``weights_only=True``; a bare state_dict (torchvision's
+    files) comes back as ``{'model': state_dict}``.
 
     Older RepDistiller-style files that pickled an ``argparse.Namespace`` load through an
     explicit allowlist of that one type; nothing else outside tensors/containers is accepted.
@@ -65,6 +66,9 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
                         f"checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
                         "Re-download or re-create it; a file cut short by a crash can be replaced by the "
                         "run's <model>_last.pth.") from None
+    if isinstance(state, dict) and state and "model" not in state and \
+            all(isinstance(value, torch.Tensor) for value in state.values()):
+        state = {"model": state}  # a bare state_dict, as torchvision publishes its ImageNet weights
     if not isinstance(state, dict) or "model" not in state:
         keys = list(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise UserError(f"The {what} '{path}' is not a distillers/RepDistiller checkpoint: expected a dict with "

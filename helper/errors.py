@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import textwrap
 from typing import Callable, TypeVar
@@ -25,15 +26,17 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def report_user_errors(main: F) -> F:
-    """Decorator for entry points: print UserError/DatasetError as ``error: ...`` and exit with status 2."""
+    """Decorator for entry points: print UserError/DatasetError as ``error: ...`` and exit with status 2
+    (under torchrun only rank 0 prints: every rank meets the same error)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except _user_error_types() as error:
-            message = textwrap.fill(str(error), width=100, break_long_words=False, break_on_hyphens=False)
-            print(f"error: {message}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":
+                message = textwrap.fill(str(error), width=100, break_long_words=False, break_on_hyphens=False)
+                print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

@@ -3,7 +3,9 @@
 A *task* says what a training step computes (``compute``) and which module is evaluated and
 saved (``model``); the loop owns everything else: lr schedule, optimisation, device-side meters
 (no host sync per step), progress bar, NaN guard, logging, atomic checkpoints, exact resume and
-graceful stop on SIGINT/SIGTERM.
+graceful stop on SIGINT/SIGTERM. Under torchrun every rank runs the loop on its share of each batch:
+gradients are averaged after backward, meters and validation counts are summed over ranks, and
+only rank 0 prints, logs and writes checkpoints (see helper/distributed.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from helper import distributed
 from helper.checkpoint import save_checkpoint
 from helper.errors import UserError
 from helper.logger import RunLogger
@@ -53,6 +56,9 @@ class ClassifierTask:
         self.model = model
         self.frozen = list(frozen)  # modules kept in eval mode (e.g. a frozen backbone's BN)
 
+    def modules(self) -> list[nn.Module]:
+        return [self.model]
+
     def train_mode(self) -> None:
         self.model.train()
         for module in self.frozen:
@@ -78,10 +84,18 @@ class DivergenceError(UserError):
 
 
 class GracefulStop:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so the loop can save and exit."""
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so the loop can save and exit.
+
+    A second signal aborts at once, unless it follows the first within ``DUPLICATE_SECONDS``: under
+    torchrun or Slurm one stop request often reaches a process twice (from the terminal or the
+    scheduler, and again from the launcher that forwards it).
+    """
+
+    DUPLICATE_SECONDS = 2.0
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self._received_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "GracefulStop":
@@ -93,11 +107,15 @@ class GracefulStop:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal_name is not None:  # second signal: give up immediately
+        if self.signal_name is not None:  # second signal: give up immediately (unless a duplicate)
+            if time.monotonic() - self._received_at < self.DUPLICATE_SECONDS:
+                return
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.signal_name} received: finishing the current step, then saving a checkpoint ...",
-              file=sys.stderr, flush=True)
+        self._received_at = time.monotonic()
+        if distributed.is_main():
+            print(f"\n{self.signal_name} received: finishing the current step, then saving a checkpoint ...",
+                  file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -106,6 +124,13 @@ class GracefulStop:
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
+
+    def agreed(self) -> bool:
+        """True once any rank received a signal (all ranks must call this at the same steps)."""
+        requested = distributed.any_rank(self.requested)
+        if requested and self.signal_name is None:
+            self.signal_name = "SIGTERM"  # another rank was signalled; leave as it will
+        return requested
 
 
 @dataclass
@@ -135,8 +160,16 @@ class EpochMeters:
             self.sums["correct"] = self.sums.get("correct", torch.zeros((), device=self.device)) + correct
 
     def check_finite(self, epoch: int, last_checkpoint: Path | None) -> None:
-        """Raise DivergenceError naming the first non-finite term (one host sync, at print time only)."""
-        bad = {name: int(step) for name, step in self.first_bad_step.items() if int(step) >= 0}
+        """Raise DivergenceError naming the first non-finite term (one host sync, at print time only;
+        under torchrun the earliest step over all ranks, so that every rank stops together)."""
+        first_bad = self.first_bad_step
+        if distributed.is_distributed() and first_bad:
+            names = list(first_bad)  # created in the same order on every rank
+            never = torch.iinfo(torch.long).max
+            steps = torch.stack([first_bad[name] for name in names])
+            steps = distributed.all_reduce_min(torch.where(steps < 0, never, steps))
+            first_bad = {name: torch.where(step == never, -1, step) for name, step in zip(names, steps)}
+        bad = {name: int(step) for name, step in first_bad.items() if int(step) >= 0}
         if not bad:
             return
         name = min((term for term in bad if term != "loss"), key=bad.__getitem__, default="loss")
@@ -148,16 +181,31 @@ class EpochMeters:
             f"and no checkpoint was overwritten. {saved} Lower --learning_rate or this term's weight (-r/-a/-b), "
             "or disable --amp, then resume with --resume PATH or start a new --trial.")
 
+    def _totals(self) -> tuple[dict[str, Tensor], int]:
+        """Sums and sample count over all ranks (this rank's own in a single process)."""
+        if not distributed.is_distributed():
+            return self.sums, self.samples
+        names = list(self.sums)  # created in the same order on every rank
+        packed = torch.stack([*(self.sums[name].double() for name in names),
+                              torch.tensor(float(self.samples), dtype=torch.float64, device=self.device)])
+        packed = distributed.all_reduce_sum(packed)
+        return dict(zip(names, packed[:-1])), int(packed[-1])
+
     def host(self) -> dict[str, float]:
-        if not self.samples:
+        """Epoch means so far (accuracy in %), over all ranks; every rank must call it at the same step."""
+        sums, samples = self._totals()
+        if not samples:
             return {}
-        values = {name: float(total) / self.samples for name, total in self.sums.items()}
+        values = {name: float(total) / samples for name, total in sums.items()}
         if "correct" in values:
             values["acc"] = 100.0 * values.pop("correct")
         return values
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "samples": self.samples,
+        """The meters to resume from; under torchrun the sums over all ranks (rank 0 reloads them, the
+        other ranks restart from zero, so the totals stay right)."""
+        sums, samples = self._totals()
+        return {"sums": {k: v.float().cpu() for k, v in sums.items()}, "samples": samples,
                 "first_bad_step": {k: v.cpu() for k, v in self.first_bad_step.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -175,10 +223,12 @@ def train_step(task: Task, optimizer: torch.optim.Optimizer, images: Tensor, lab
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(output.total).backward()
+        distributed.average_gradients(optimizer)
         scaler.step(optimizer)
         scaler.update()
     else:
         output.total.backward()
+        distributed.average_gradients(optimizer)
         optimizer.step()
     task.after_step()
     return output
@@ -187,7 +237,9 @@ def train_step(task: Task, optimizer: torch.optim.Optimizer, images: Tensor, lab
 @torch.inference_mode()
 def validate(model: nn.Module, loader: Any, autocast: Callable[[], contextlib.AbstractContextManager] | None = None
              ) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` on ``loader`` (one host sync)."""
+    """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` on ``loader`` (one host sync).
+
+    Under torchrun each rank evaluates its shard of the split and the counts are summed."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -206,6 +258,10 @@ def validate(model: nn.Module, loader: Any, autocast: Callable[[], contextlib.Ab
         top5 += hits.any(dim=1).sum()
         count += labels.shape[0]
     model.train(was_training)
+    if distributed.is_distributed():
+        totals = distributed.all_reduce_sum(torch.stack([loss_sum.double(), top1.double(), top5.double(),
+                                                         torch.tensor(float(count), device=device).double()]))
+        loss_sum, top1, top5, count = totals[0], totals[1], totals[2], int(totals[3])
     return {"test_acc1": 100.0 * int(top1) / count, "test_acc5": 100.0 * int(top5) / count,
             "test_loss": float(loss_sum) / count}
 
@@ -258,7 +314,9 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
 
     start_epoch, start_step, best_acc, last_acc = 1, 0, 0.0, 0.0
     partial_meters: dict[str, Any] | None = None
+    main_rank = distributed.is_main()
     if resume is not None and resume.get("stage", "main") == config.stage:
+        _check_world_size(resume)
         task.model.load_state_dict(resume["model"])
         task.load_state_dict(resume.get("task", {}))
         optimizer.load_state_dict(resume["optimizer"])
@@ -268,7 +326,7 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
         start_epoch = resume["epoch"] + 1
         if resume.get("partial"):
             start_epoch, start_step = resume["partial"]["epoch"], resume["partial"]["step"]
-            partial_meters = resume["partial"]["meters"]
+            partial_meters = resume["partial"]["meters"] if main_rank else None  # the sums over all ranks
         restore_rng_state(resume["rng"])
         print(f"Resuming {config.stage} stage at epoch {start_epoch}"
               + (f", step {start_step}" if start_step else "") + f" (best so far {best_acc:.2f})")
@@ -282,7 +340,8 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
     def checkpoint_state(epoch: int, accuracy: float, partial: dict[str, Any] | None = None) -> dict[str, Any]:
         state = {"model": task.model.state_dict(), "epoch": epoch, "accuracy": accuracy, "best_acc": best_acc,
                  "optimizer": optimizer.state_dict(), "task": task.state_dict(), "rng": capture_rng_state(),
-                 "stage": config.stage, "partial": partial, **config.checkpoint_extra}
+                 "stage": config.stage, "partial": partial, "world_size": distributed.world_size(),
+                 **config.checkpoint_extra}
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         return state
@@ -299,8 +358,8 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
             started = time.perf_counter()
             steps = len(train_loader)
             bar = tqdm(total=steps, initial=first_step, desc=f"{config.stage} epoch {epoch}/{config.epochs}",
-                       disable=not config.progress, leave=False, dynamic_ncols=True, mininterval=1.0,
-                       file=sys.stderr)
+                       disable=not (config.progress and main_rank), leave=False, dynamic_ncols=True,
+                       mininterval=1.0, file=sys.stderr)
             step = first_step
             for step, (images, labels, index) in enumerate(train_loader.iterate(epoch, first_step), first_step):
                 output = train_step(task, optimizer, images, labels, index, autocast, scaler)
@@ -311,15 +370,18 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
                     meters.check_finite(epoch, last_path)
                     running = meters.host()
                     elapsed = time.perf_counter() - started
+                    images_per_s = meters.samples * distributed.world_size() / max(elapsed, 1e-9)
                     bar.set_postfix(loss=f"{running['loss']:.3f}", acc=f"{running.get('acc', 0):.1f}",
-                                    img_s=f"{meters.samples / max(elapsed, 1e-9):.0f}", lr=f"{lr:.4g}")
+                                    img_s=f"{images_per_s:.0f}", lr=f"{lr:.4g}")
                     if logger is not None and done % config.tb_freq == 0:
                         logger.log_step(running, (epoch - 1) * steps + done)
-                if stop.requested:
+                if stop.agreed():
                     if done < steps:
                         meters.check_finite(epoch, last_path)
                         partial = {"epoch": epoch, "step": done, "meters": meters.state_dict()}
-                        save_checkpoint(checkpoint_state(epoch - 1, last_acc, partial), last_path)
+                        distributed.broadcast_norm_stats(_modules(task))
+                        if main_rank:
+                            save_checkpoint(checkpoint_state(epoch - 1, last_acc, partial), last_path)
                         bar.close()
                         _exit_after_stop(stop, last_path)
                     break
@@ -331,8 +393,10 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
                 columns = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss",
                            "best_acc", "epoch_seconds", *loss_columns]
                 filename = "metrics.csv" if config.stage == "main" else f"metrics_{config.stage}.csv"
-                logger = RunLogger(config.run_dir, config.tb_dir if config.stage == "main" else None, columns,
-                                   resume_epoch=start_epoch - 1, filename=filename)
+                if main_rank:
+                    logger = RunLogger(config.run_dir, config.tb_dir if config.stage == "main" else None, columns,
+                                       resume_epoch=start_epoch - 1, filename=filename)
+            distributed.broadcast_norm_stats(_modules(task))  # one model to validate and save
             test = validate(task.model, test_loader, autocast) if config.validate_each_epoch and test_loader else {}
             last_acc = test.get("test_acc1", 0.0)
             improved = bool(test) and last_acc > best_acc
@@ -341,27 +405,48 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
             row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train.get("acc", ""),
                    **test, "best_acc": best_acc if test else "", "epoch_seconds": seconds,
                    **{name: train[name] for name in loss_columns if name in train}}
-            logger.log_epoch(row)
-            images_per_s = meters.samples / seconds
+            if logger is not None:
+                logger.log_epoch(row)
+            images_per_s = meters.samples * distributed.world_size() / seconds
             test_text = f" test acc@1 {last_acc:.2f} (best {best_acc:.2f})" if test else ""
             print(f"[{config.stage}] epoch {epoch}/{config.epochs} lr {lr:.4g} loss {train['loss']:.4f}"
                   f" train acc {train.get('acc', float('nan')):.2f}{test_text} | {seconds:.1f}s {images_per_s:.0f} img/s",
                   flush=True)
             result = FitResult(best_acc, last_acc, epoch)
-            state = checkpoint_state(epoch, last_acc)
-            if improved:
-                save_checkpoint(state, best_path)
-            if config.stage == "main" and epoch % config.save_freq == 0:
-                save_checkpoint(state, config.run_dir / f"ckpt_epoch_{epoch}.pth")
-            save_checkpoint(state, last_path)
-            if stop.requested:
+            if main_rank:
+                state = checkpoint_state(epoch, last_acc)
+                if improved:
+                    save_checkpoint(state, best_path)
+                if config.stage == "main" and epoch % config.save_freq == 0:
+                    save_checkpoint(state, config.run_dir / f"ckpt_epoch_{epoch}.pth")
+                save_checkpoint(state, last_path)
+            if stop.agreed():
                 _exit_after_stop(stop, last_path)
     if logger is not None:
         logger.close()
+    distributed.barrier()
     return result
 
 
+def _modules(task: Task) -> list[nn.Module]:
+    """The modules a task trains (its model, plus e.g. a method's embeds), for BatchNorm broadcast."""
+    modules = getattr(task, "modules", None)
+    return modules() if callable(modules) else [task.model]
+
+
+def _check_world_size(resume: dict[str, Any]) -> None:
+    """A mid-epoch checkpoint counts steps of global batches: resume it with as many processes."""
+    saved, now = int(resume.get("world_size", 1)), distributed.world_size()
+    if resume.get("partial") and saved != now:
+        raise UserError(f"The checkpoint was saved mid-epoch by {saved} process(es), but this run has {now}; a "
+                        "mid-epoch position counts global batches of (processes x --batch_size) samples. Resume "
+                        f"with {saved} process(es) (torchrun --nproc_per_node {saved}), or from a checkpoint "
+                        "written at the end of an epoch.")
+
+
 def _exit_after_stop(stop: GracefulStop, last_path: Path) -> None:
-    print(f"Stopped by {stop.signal_name}. State saved to '{last_path}'. Resume with the same command plus "
-          "`--resume auto` (or `--resume <that file>`).", file=sys.stderr, flush=True)
+    if distributed.is_main():
+        print(f"Stopped by {stop.signal_name}. State saved to '{last_path}'. Resume with the same command plus "
+              "`--resume auto` (or `--resume <that file>`).", file=sys.stderr, flush=True)
+    distributed.finish()  # every rank stops at this step
     sys.exit(143 if stop.signal_name == "SIGTERM" else 130)

@@ -6,15 +6,30 @@ import os
 from pathlib import Path
 from typing import Any
 
+from helper import distributed
 from helper.checkpoint import load_checkpoint
 from helper.errors import UserError
 
 SMALL_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
+# ImageNet recipe (He et al. 2016; Goyal et al. 2017), used for the flags the user did not pass;
+# the learning rate is 0.1 x batch_size / 256.
+IMAGENET_DEFAULTS: dict[str, Any] = {"epochs": 100, "lr_decay_epochs": "30,60,90", "weight_decay": 1e-4}
+IMAGENET_IMAGE_SIZE = 224
+
+
+class StoreGiven(argparse.Action):
+    """Store the value and remember that the user passed this flag (dataset defaults fill the others)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given_flags = {*getattr(namespace, "given_flags", ()), self.dest}
+
 
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, learning_rate: float | None = 0.05,
                       lr_decay_epochs: str = "150,180,210", dataset: str = "cifar100",
-                      datasets: tuple[str, ...] = ("cifar100", "digits")) -> None:
+                      datasets: tuple[str, ...] = ("cifar100", "digits", "imagenet")) -> None:
     """The RepDistiller training flags (defaults of SPEC section 3) plus this repo's additions."""
     group = parser.add_argument_group("training")
     group.add_argument("--print_freq", type=int, default=100, help="steps between progress updates (host syncs)")
@@ -22,12 +37,13 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, lea
     group.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_<N>.pth every N epochs")
     group.add_argument("--batch_size", type=int, default=64)
     group.add_argument("--num_workers", type=int, default=8, help="DataLoader workers (--loader classic only)")
-    group.add_argument("--epochs", type=int, default=epochs)
-    group.add_argument("--learning_rate", type=float, default=learning_rate,
-                       help="default 0.05 (0.01 for MobileNetV2/ShuffleV1/ShuffleV2)")
-    group.add_argument("--lr_decay_epochs", type=str, default=lr_decay_epochs, help="comma list, e.g. 150,180,210")
+    group.add_argument("--epochs", type=int, default=epochs, action=StoreGiven, help="imagenet: default 100")
+    group.add_argument("--learning_rate", type=float, default=learning_rate, action=StoreGiven,
+                       help="default 0.05 (0.01 for MobileNetV2/ShuffleV1/ShuffleV2; imagenet: 0.1 x batch_size/256)")
+    group.add_argument("--lr_decay_epochs", type=str, default=lr_decay_epochs, action=StoreGiven,
+                       help="comma list, e.g. 150,180,210 (imagenet: 30,60,90)")
     group.add_argument("--lr_decay_rate", type=float, default=0.1)
-    group.add_argument("--weight_decay", type=float, default=5e-4)
+    group.add_argument("--weight_decay", type=float, default=5e-4, action=StoreGiven, help="imagenet: 1e-4")
     group.add_argument("--momentum", type=float, default=0.9)
     group.add_argument("--dataset", type=str, default=dataset, choices=list(datasets))
     group.add_argument("--trial", type=str, default="0", help="experiment id, part of the run folder name")
@@ -47,6 +63,16 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, lea
     ours.add_argument("--compile", action="store_true", help="torch.compile the networks (first steps are slow)")
     ours.add_argument("--no_progress", action="store_true", help="no tqdm bar (epoch lines are still printed)")
 
+    scale = parser.add_argument_group("more GPUs and ImageNet (torchrun --nproc_per_node N <script>.py ...)")
+    scale.add_argument("--lr_scaling", choices=["none", "linear"], default="none",
+                       help="--batch_size is per process; 'linear' multiplies --learning_rate by the process count")
+    scale.add_argument("--sync_bn", action="store_true",
+                       help="BatchNorm statistics over the global batch (all processes) instead of each process's")
+    scale.add_argument("--image_size", type=int, default=None,
+                       help=f"imagenet: training crop size (default {IMAGENET_IMAGE_SIZE}; smaller for quick runs)")
+    scale.add_argument("--decode", choices=["workers", "device"], default="workers",
+                       help="imagenet JPEG decoding: in DataLoader workers, or batched on the device (nvjpeg on CUDA)")
+
 
 def parse_decay_epochs(text: str) -> list[int]:
     """'150,180,210' -> [150, 180, 210]; anything else is a clear error."""
@@ -62,6 +88,7 @@ def parse_decay_epochs(text: str) -> list[int]:
 
 def finalize_training_args(opt: argparse.Namespace, model_for_lr: str) -> argparse.Namespace:
     """Fill derived defaults and validate the shared flags (raises UserError)."""
+    apply_dataset_defaults(opt, opt.__dict__.pop("given_flags", set()))
     opt.lr_decay_epochs_list = parse_decay_epochs(opt.lr_decay_epochs)
     if opt.learning_rate is None:
         opt.learning_rate = 0.01 if model_for_lr in SMALL_LR_ARCHS else 0.05
@@ -76,18 +103,50 @@ def finalize_training_args(opt: argparse.Namespace, model_for_lr: str) -> argpar
     return opt
 
 
-def check_batch_size(batch_size: int, num_samples: int, dataset: str) -> None:
-    if batch_size > num_samples:
-        raise UserError(f"--batch_size {batch_size} is larger than the {num_samples} training images of "
-                        f"'{dataset}'; with drop_last no batch would be trained. Use --batch_size {num_samples} "
-                        "or smaller.")
+def apply_dataset_defaults(opt: argparse.Namespace, given: set[str]) -> None:
+    """ImageNet's epochs, schedule, weight decay, learning rate and crop size where the user passed none."""
+    if opt.dataset != "imagenet":
+        if getattr(opt, "image_size", None) is not None:
+            raise UserError(f"--image_size applies to --dataset imagenet only; '{opt.dataset}' is stored at 32x32. "
+                            "Drop --image_size.")
+        return
+    for flag, value in IMAGENET_DEFAULTS.items():
+        if flag not in given:
+            setattr(opt, flag, value)
+    if "learning_rate" not in given:
+        opt.learning_rate = 0.1 * opt.batch_size / 256
+    if opt.image_size is None:
+        opt.image_size = IMAGENET_IMAGE_SIZE
+    if opt.image_size < 32:
+        raise UserError(f"--image_size {opt.image_size} is too small for ImageNet networks (5 stride-2 stages); "
+                        "use 32 or more, e.g. --image_size 64 for quick runs or 224 for the standard recipe.")
+
+
+def check_model_for_dataset(model: str, dataset: str, flag: str) -> None:
+    """ImageNet needs one of the torchvision architectures (the CIFAR ones pool a fixed 8x8 map)."""
+    from models import imagenet_model_dict
+
+    if dataset == "imagenet" and model not in imagenet_model_dict:
+        raise UserError(f"{flag} '{model}' is a CIFAR architecture (32x32 inputs); --dataset imagenet needs one of "
+                        f"the ImageNet architectures: {', '.join(imagenet_model_dict)}.")
+
+
+def check_batch_size(batch_size: int, num_samples: int, dataset: str, world_size: int = 1) -> None:
+    if batch_size * world_size > num_samples:
+        if world_size == 1:
+            raise UserError(f"--batch_size {batch_size} is larger than the {num_samples} training images of "
+                            f"'{dataset}'; with drop_last no batch would be trained. Use --batch_size {num_samples} "
+                            "or smaller.")
+        raise UserError(f"--batch_size {batch_size} per process x {world_size} processes is larger than the "
+                        f"{num_samples} training images of '{dataset}'; with drop_last no batch would be trained. "
+                        f"Use --batch_size {num_samples // world_size} or smaller, or fewer processes.")
 
 
 def ensure_writable(folder: Path) -> None:
     """Create ``folder`` (and parents) or explain why it cannot be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
+        probe = folder / f".write_test.{os.getpid()}"  # one per process: torchrun ranks probe together
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
@@ -120,7 +179,8 @@ def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: i
         return None
     if resume == "auto":
         if not last.exists():
-            print(f"--resume auto: no checkpoint in '{run_dir}', starting from scratch.")
+            if distributed.is_main():  # before torchrun's group is joined every rank would print
+                print(f"--resume auto: no checkpoint in '{run_dir}', starting from scratch.")
             return None
         return load_checkpoint(last, "resume checkpoint")
     return load_checkpoint(Path(resume), "--resume checkpoint")

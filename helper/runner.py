@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
+from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
 from helper.options import check_batch_size
@@ -15,29 +17,62 @@ from helper.util import configure_threads, resolve_device, set_seed
 
 
 def setup(opt: argparse.Namespace) -> torch.device:
-    """Pick the device, seed every RNG and size the CPU thread pool."""
-    device = resolve_device(opt.device)
+    """Pick the device (joining the torchrun process group when there is one), seed every RNG
+    (the same seed on every rank) and size the CPU thread pool."""
+    device = distributed.init_distributed(resolve_device(opt.device))
     set_seed(opt.seed)
     configure_threads(device)
+    processes = distributed.world_size()
+    if processes > 1 and distributed.is_main():
+        print(f"torchrun: {processes} processes x --batch_size {opt.batch_size} = global batch "
+              f"{processes * opt.batch_size} (backend {torch.distributed.get_backend()}, device {device.type})")
+        if lr_factor(opt) == 1.0:
+            print(f"warning: --learning_rate {opt.learning_rate:g} is used as is for a {processes}x larger global "
+                  f"batch (--lr_scaling none); pass --lr_scaling linear to train with {processes} x "
+                  "--learning_rate (Goyal et al., 2017).", file=sys.stderr, flush=True)
     return device
 
 
+def lr_factor(opt: argparse.Namespace) -> float:
+    """The --lr_scaling multiplier of every stage's learning rate (1 in a single process)."""
+    return float(distributed.world_size()) if getattr(opt, "lr_scaling", "none") == "linear" else 1.0
+
+
 def build_data(opt: argparse.Namespace, device: torch.device) -> tuple[Any, Any, Any]:
-    """Load ``opt.dataset`` from ``opt.data_folder`` and return (data, train_loader, test_loader)."""
+    """Load ``opt.dataset`` from ``opt.data_folder`` and return (data, train_loader, test_loader);
+    under torchrun the loaders yield this rank's share of each batch."""
+    rank, processes = distributed.rank(), distributed.world_size()
+    if opt.dataset == "imagenet":
+        from dataset.imagenet import load_imagenet, make_imagenet_loaders
+
+        data = load_imagenet(opt.data_folder)
+        check_batch_size(opt.batch_size, data.num_train, opt.dataset, processes)
+        train_loader, test_loader = make_imagenet_loaders(
+            data, opt.batch_size, device, image_size=opt.image_size, num_workers=opt.num_workers, seed=opt.seed,
+            decode=opt.decode, channels_last=opt.channels_last, rank=rank, world_size=processes)
+        return data, train_loader, test_loader
     from dataset import load_dataset, make_loaders
 
     download = os.environ.get("DISTILLERS_OFFLINE", "0") != "1"
-    data = load_dataset(opt.dataset, opt.data_folder, download=download)
-    check_batch_size(opt.batch_size, int(data.train_labels.shape[0]), opt.dataset)
+    if processes > 1:  # rank 0 downloads what is missing while the others wait, then they read it
+        if distributed.is_main():
+            load_dataset(opt.dataset, opt.data_folder, download=download)
+        distributed.barrier()
+    data = load_dataset(opt.dataset, opt.data_folder, download=download and processes == 1)
+    check_batch_size(opt.batch_size, int(data.train_labels.shape[0]), opt.dataset, processes)
     train_loader, test_loader = make_loaders(data, opt.batch_size, device, loader=opt.loader,
                                              num_workers=opt.num_workers, seed=opt.seed,
-                                             channels_last=opt.channels_last)
+                                             channels_last=opt.channels_last, rank=rank, world_size=processes)
     return data, train_loader, test_loader
 
 
-def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch.device) -> torch.nn.Module:
-    """Move ``model`` to ``device`` in the requested memory format, compiled in place with --compile
-    (``Module.compile`` keeps the state_dict keys unchanged, so checkpoints stay portable)."""
+def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch.device,
+                  trained: bool = True) -> torch.nn.Module:
+    """Move ``model`` to ``device`` in the requested memory format (a ``trained`` model's BatchNorm
+    over all ranks with --sync_bn), compiled in place with --compile (``Module.compile`` keeps the
+    state_dict keys unchanged, so checkpoints stay portable)."""
+    if trained and getattr(opt, "sync_bn", False):
+        model = distributed.convert_sync_batchnorm(model, device)
     model.to(device, memory_format=torch.channels_last if opt.channels_last else torch.contiguous_format)
     if opt.compile:
         model.compile()
@@ -60,7 +95,7 @@ def run_stage(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, t
     """Run one training stage of a run through the shared loop with the run's flags."""
     config = FitConfig(
         epochs=epochs if epochs is not None else opt.epochs,
-        learning_rate=learning_rate if learning_rate is not None else opt.learning_rate,
+        learning_rate=(learning_rate if learning_rate is not None else opt.learning_rate) * lr_factor(opt),
         lr_decay_epochs=opt.lr_decay_epochs_list if stage == "main" else [],
         lr_decay_rate=opt.lr_decay_rate, run_dir=run_dir, tb_dir=tb_dir, model_name=model_name,
         checkpoint_extra={"arch": arch, "opt": options_to_dict(opt), **(extra or {})},

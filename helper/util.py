@@ -27,12 +27,14 @@ def set_seed(seed: int) -> None:
 
 
 def configure_threads(device: torch.device) -> None:
-    """On CPU, use one intra-op thread per physical core (torch's default oversubscribes with workers)."""
+    """On CPU, use one intra-op thread per core, shared among the processes torchrun started on
+    this machine (torch's default oversubscribes with workers)."""
     if device.type == "cpu":
         import os
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores))
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, cores // max(1, processes)))
 
 
 def learning_rate_at(epoch: int, base_lr: float, decay_epochs: list[int], decay_rate: float) -> float:
@@ -57,6 +59,7 @@ def capture_rng_state() -> dict:
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_current"] = torch.cuda.get_rng_state()  # this process's GPU (cuda:LOCAL_RANK under torchrun)
     return state
 
 
@@ -70,3 +73,5 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+        if "cuda_current" in state:  # rank 0 saved its own GPU's stream; every rank continues from it
+            torch.cuda.set_rng_state(state["cuda_current"])

@@ -6,8 +6,11 @@ Every model is built as ``model_dict[name](num_classes=100)`` and called as
 pooled vector]. Parameter and buffer names equal RepDistiller's, so its published
 ``ckpt_epoch_240.pth`` files load with ``strict=True``.
 
+``imagenet_model_dict`` holds the torchvision ImageNet architectures with the same interface
+(``tv_resnet18`` ...); ``all_model_dict`` is both, for the scripts' --model/--model_s/teacher lookup.
+
 To add an architecture: write its module here (copy the closest family), then add one line to
-``model_dict``.
+``model_dict`` (CIFAR size) or ``imagenet_model_dict``.
 """
 from __future__ import annotations
 
@@ -22,12 +25,15 @@ from .resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4
 from .resnetv2 import ResNet50
 from .shufflenetv1 import ShuffleV1
 from .shufflenetv2 import ShuffleV2
+from .torchvision_models import tv_mobilenet_v2, tv_resnet18, tv_resnet34, tv_resnet50
 from .util import ConvReg, Connector, Embed, LinearEmbed, Normalize, Paraphraser, Translator
 from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
 from .wrn import wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
 
 __all__ = [
     "model_dict",
+    "imagenet_model_dict",
+    "all_model_dict",
     "get_classifier",
     "set_classifier",
     "classifier_key",
@@ -65,6 +71,15 @@ model_dict: dict[str, Callable[..., nn.Module]] = {
     "ShuffleV1": ShuffleV1,
     "ShuffleV2": ShuffleV2,
 }
+
+imagenet_model_dict: dict[str, Callable[..., nn.Module]] = {
+    "tv_resnet18": tv_resnet18,
+    "tv_resnet34": tv_resnet34,
+    "tv_resnet50": tv_resnet50,
+    "tv_mobilenet_v2": tv_mobilenet_v2,
+}
+
+all_model_dict: dict[str, Callable[..., nn.Module]] = {**model_dict, **imagenet_model_dict}
 
 # Attribute names the architectures use for their final layer (MobileNetV2 wraps it in a Sequential).
 _HEAD_NAMES = ("fc", "linear", "classifier")
@@ -108,20 +123,22 @@ def set_classifier(model: nn.Module, layer: nn.Linear) -> None:
 def classifier_key(arch: str) -> str:
     """State-dict prefix of ``arch``'s final linear layer, e.g. 'fc', 'linear', 'classifier.0'."""
     with torch.device("meta"):
-        model = model_dict[arch](num_classes=2)
+        model = all_model_dict[arch](num_classes=2)
     head = get_classifier(model)
     return next(name for name, module in model.named_modules() if module is head)
 
 
-def identify_arch(weights: Mapping[str, torch.Tensor]) -> tuple[str, int] | None:
-    """(arch, num_classes) of the ``model_dict`` architecture whose state-dict keys and shapes equal
-    ``weights`` (any number of classes), or None. Models are built on the meta device (no memory)."""
-    for arch in model_dict:
+def identify_arch(weights: Mapping[str, torch.Tensor],
+                  candidates: Mapping[str, Callable[..., nn.Module]] | None = None) -> tuple[str, int] | None:
+    """(arch, num_classes) of the architecture among ``candidates`` (default: all) whose state-dict keys
+    and shapes equal ``weights`` (any number of classes), or None. Models are built on the meta device."""
+    candidates = all_model_dict if candidates is None else candidates
+    for arch in candidates:
         head = weights.get(f"{classifier_key(arch)}.weight")
         if head is None or head.ndim != 2:
             continue
         with torch.device("meta"):
-            reference = model_dict[arch](num_classes=int(head.shape[0])).state_dict()
+            reference = candidates[arch](num_classes=int(head.shape[0])).state_dict()
         if reference.keys() == weights.keys() and all(
                 tuple(reference[key].shape) == tuple(weights[key].shape) for key in reference):
             return arch, int(head.shape[0])

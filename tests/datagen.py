@@ -155,3 +155,24 @@ def zip_tree(source: str | Path, zip_path: str | Path) -> Path:
         for path in sorted(source.rglob("*")):
             archive.write(path, f"{source.name}/{path.relative_to(source).as_posix()}")
     return zip_path
+
+
+def write_imagenet(folder: str | Path, n_classes: int = 2, n_train_per_class: int = 8, n_val_per_class: int = 4,
+                   height: int = 72, width: int = 88, seed: int = 0) -> Path:
+    """Write ``<folder>/imagenet/{train,val}/<wnid>/*.JPEG`` (non-square JPEGs; the first train image of
+    class 0 greyscale and the second one a PNG named .JPEG, as in the real dataset); returns ``<folder>``."""
+    root = Path(folder) / "imagenet"
+    rng = np.random.default_rng(seed)
+    wnids = [f"n{1440764 + 1000 * i:08d}" for i in range(n_classes)]
+    size = max(height, width)
+    for split, count in (("train", n_train_per_class), ("val", n_val_per_class)):
+        for label, wnid in enumerate(wnids):
+            images = class_images(np.full(count, label), size, n_classes, seed=int(rng.integers(2**31)))
+            for i, image in enumerate(images[:, :, :height, :width]):
+                path = root / split / wnid / f"{wnid}_{split}_{i}.JPEG"
+                if split == "train" and label == 0 and i == 1:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(path, format="PNG")
+                else:
+                    _save_jpeg(path, image, grayscale=(split == "train" and label == 0 and i == 0))
+    return Path(folder)

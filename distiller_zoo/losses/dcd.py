@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper import distributed
+
 
 class DCDLoss(nn.Module):
     """CE(logits, diagonal) + alpha * KL(log_softmax(logits, 1) || softmax(logits, 0)^T, batchmean).
@@ -16,6 +18,12 @@ class DCDLoss(nn.Module):
     logits = S T^T * exp(tau).clamp(max=max_tau) + b, with S, T the L2-normalised linear embeds
     (to opt.feat_dim) of student and teacher features and tau (init 1), b (init 0) learnable.
     opt needs s_dim, t_dim, feat_dim. Shapes: f_s (B, s_dim), f_t (B, t_dim) -> scalar.
+
+    Under torchrun the contrast is in-batch, so it depends on what "the batch" is: by default each
+    rank contrasts its own B samples (B x B logits, as a single process with batch B). With
+    ``opt.dcd_gather`` (--dcd_gather) the embeddings of all ranks are gathered with autograd and
+    every rank computes the loss over the global batch (NB x NB logits), which after gradient
+    averaging equals single-process training with batch NB.
     """
 
     def __init__(
@@ -33,10 +41,13 @@ class DCDLoss(nn.Module):
         self.b = nn.Parameter(torch.tensor(float(init_b)))
         self.embed_s = nn.Linear(opt.s_dim, opt.feat_dim)
         self.embed_t = nn.Linear(opt.t_dim, opt.feat_dim)
+        self.gather = bool(getattr(opt, "dcd_gather", False))
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
         student = F.normalize(self.embed_s(f_s), dim=1)
         teacher = F.normalize(self.embed_t(f_t), dim=1)
+        if self.gather:
+            student, teacher = distributed.all_gather_with_grad(student), distributed.all_gather_with_grad(teacher)
         scale = self.tau.exp().clamp(max=self.max_tau)
         logits = student @ teacher.t() * scale + self.b
         targets = torch.arange(logits.shape[0], device=logits.device)

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper import distributed
+
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """Softmax over a long queue at temperature 0.04 is too coarse in half precision (autocast)."""
@@ -23,7 +25,9 @@ class RRDLoss(nn.Module):
     fixed target (no gradient). After the loss is computed with the queue as it was, the batch's
     teacher embeddings are written into the ring buffer `queue` at `queue_ptr` (wrapping).
     Shapes: f_s (B, s_dim), f_t (B, t_dim) -> scalar. idx / contrast_idx are accepted and ignored
-    so the call matches CRDLoss.
+    so the call matches CRDLoss. Under torchrun every rank enqueues the teacher embeddings of all
+    ranks (gathered in rank order), so the queues stay identical and equal to one process's on the
+    global batch; the loss has no in-batch term, so each rank's loss is exact for its samples.
     """
 
     def __init__(self, opt: Any) -> None:
@@ -51,7 +55,7 @@ class RRDLoss(nn.Module):
         with torch.no_grad():
             teacher_probs = F.softmax(_at_least_float32(teacher @ queue.t()) / self.nce_t_t, dim=1)
         loss = -(teacher_probs * F.log_softmax(student_logits, dim=1)).sum(dim=1).mean()
-        self._enqueue(teacher)
+        self._enqueue(distributed.all_gather(teacher.detach()))
         return loss
 
     @torch.no_grad()
