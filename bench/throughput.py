@@ -1,0 +1,475 @@
+"""Training-step throughput of train_student.py's own code path, on generated CIFAR-100.
+
+    python bench/throughput.py --distill kd --model_t resnet32x4 --model_s resnet8x4 --batch_size 64 \
+        --steps 50 --warmup 10 --device cpu --loader fast [--compare] [--compare_amp bf16] [--json-out FILE]
+
+Builds ``opt`` with ``train_student.parse_args`` (a random-init teacher checkpoint and a generated
+CIFAR-100 in the official pickle format, both cached under the system temp folder), then
+``helper.runner.setup`` / ``build_data``, ``train_student.build_models`` / ``main_stage``, and runs
+``helper.loop.train_step`` (plus the loop's per-step ``EpochMeters.update``) on batches of
+``train_loader.iterate(epoch)``: the training loop minus the progress bar and checkpoints.
+
+Variants (``--compare``: classic and fast loader; ``--compare_amp``: fp32 and an autocast dtype)
+share one teacher/student/method and run in interleaved rounds in one process, so that machine
+load hits them alike. Prints one JSON line per variant, then a ratio line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the repo's packages, and tests/ for the data generators
+os.environ.setdefault("DISTILLERS_OFFLINE", "1")  # generated data only: never try a download
+
+import torch  # noqa: E402
+
+import train_student  # noqa: E402
+from datagen import write_cifar100  # noqa: E402
+from helper.loop import EpochMeters, autocast_factory, train_step  # noqa: E402
+from helper.options import cpu_count  # noqa: E402
+from helper.runner import build_data, setup  # noqa: E402
+from helper.util import resolve_device  # noqa: E402
+from helpers import write_published_teacher  # noqa: E402
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+DEFAULT_N_TRAIN = 50_000  # CIFAR-100's size: CRD's default nce_k 16384 needs > 16,384 other-class samples
+PREFETCH_FACTOR = 2       # torch DataLoader default: batches queued per classic worker
+
+
+# ---------------------------------------------------------------------------------------------
+# generated inputs (cached, written atomically so concurrent benchmark processes can share them)
+
+def cache_root() -> Path:
+    """Where generated datasets and teachers are kept ($DISTILLERS_BENCH_CACHE or <tmp>/distillers-bench)."""
+    root = Path(os.environ.get("DISTILLERS_BENCH_CACHE", Path(tempfile.gettempdir()) / "distillers-bench"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Rename a finished folder into place; if another process won the race, keep theirs."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(partial, final)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def ensure_cifar100(n_train: int, n_test: int = 200, seed: int = 0) -> Path:
+    """A data_folder holding a generated CIFAR-100 (official pickles) with ``n_train`` training images."""
+    folder = cache_root() / f"cifar100_train{n_train}_test{n_test}_seed{seed}"
+    if not folder.is_dir():
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache_root()))
+        write_cifar100(partial, n_train=n_train, n_test=n_test, seed=seed)
+        _publish(partial, folder)
+    return folder
+
+
+def ensure_teacher(arch: str) -> Path:
+    """A random-init teacher in the published checkpoint format: <cache>/teachers/models/<arch>_vanilla/..."""
+    final = cache_root() / "teachers" / "models" / f"{arch}_vanilla"
+    if not final.is_dir():
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache_root()))
+        write_published_teacher(partial, arch)
+        _publish(partial / "models" / f"{arch}_vanilla", final)
+        shutil.rmtree(partial, ignore_errors=True)
+    return final / "ckpt_epoch_240.pth"
+
+
+# ---------------------------------------------------------------------------------------------
+# machine description and memory
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (or platform.processor())."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags() -> set[str]:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def device_name(device: torch.device) -> str:
+    """'NVIDIA H100 ...' on CUDA; on CPU the model, core count and SIMD level (bf16 support noted)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    bf16 = ", avx512_bf16" if "avx512_bf16" in cpu_flags() else ""
+    return f"{cpu_model()} ({cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}{bf16})"
+
+
+def load_average() -> list[float]:
+    """1/5/15-minute load averages (empty where unavailable)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(value, 2) for value in os.getloadavg()]
+    return []
+
+
+class PeakMemory:
+    """Peak memory over a window: CUDA max_memory_allocated, or the process's peak RSS (VmHWM, reset
+    through /proc/self/clear_refs; lifetime ru_maxrss where that is not possible). DataLoader
+    worker processes are not included."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda_max_memory_allocated" if device.type == "cuda" else "process_peak_rss"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.kind = "process_lifetime_max_rss"
+
+    def peak_mib(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.kind == "process_peak_rss":
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path("/proc/self/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: user, nice, system, irq, softirq)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process plus its live children (the classic loader's workers)."""
+    ticks = 0
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if stat.parent.name == me or fields[1] == me:  # fields[1]: parent pid
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class ForeignLoad:
+    """CPU time other processes took while we measured, as a fraction of all cores (Linux /proc)."""
+
+    def __init__(self) -> None:
+        self.available = Path("/proc/stat").exists()
+        self.foreign = self.wall = 0.0
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[None]:
+        if not self.available:
+            yield
+            return
+        busy, own, started = _busy_seconds(), _own_seconds(), time.perf_counter()
+        yield
+        self.wall += time.perf_counter() - started
+        self.foreign += max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own))
+
+    def fraction(self) -> float | None:
+        return round(self.foreign / (self.wall * cpu_count()), 3) if self.available and self.wall else None
+
+
+def wait_for_idle(timeout_s: float, threshold: float = 0.1, window_s: float = 3.0) -> float | None:
+    """Wait (at most ``timeout_s``) until other processes use less than ``threshold`` of the cores over a
+    ``window_s`` window; returns the last busy fraction seen (None where /proc/stat is missing)."""
+    if not Path("/proc/stat").exists():
+        return None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        load = ForeignLoad()
+        with load.window():
+            time.sleep(window_s)
+        if load.fraction() < threshold or time.monotonic() >= deadline:
+            return load.fraction()
+
+
+def conv_ceiling_gflops(device: torch.device, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of one large 3x3 convolution (64 x 256 x 16 x 16, 256 -> 256 channels, NCHW,
+    inference): what this machine's convolutions can reach right now (PERFORMANCE.md quotes ~390 for
+    an unloaded 2-vCPU machine of the project's type)."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
+    images = torch.randn(64, 256, 16, 16, device=device)
+    flop = 2 * 64 * 256 * 256 * 9 * 16 * 16
+    times = []
+    with torch.inference_mode():
+        for index in range(repeats + 1):
+            synchronize(device)
+            started = time.perf_counter()
+            conv(images)
+            synchronize(device)
+            if index:  # the first call builds the oneDNN/cuDNN plan
+                times.append(time.perf_counter() - started)
+    return round(flop / statistics.median(times) / 1e9, 1)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline under test
+
+@dataclass
+class Variant:
+    """One configuration to time: a loader and an autocast setting over a shared task/optimizer."""
+
+    label: str
+    settings: dict[str, Any]          # what the result line reports about this variant
+    task: Any
+    optimizer: torch.optim.Optimizer
+    batches: Iterator[Batch]
+    device: torch.device
+    batch_size: int
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None
+    scaler: torch.amp.GradScaler | None = None
+    round_warmup: int = 0             # untimed steps at the start of every round (classic: drain prefetch)
+    meters: EpochMeters | None = None
+    steps_done: int = 0
+
+    def step(self) -> float:
+        """One training step exactly as fit() runs it; returns the seconds spent waiting for the batch."""
+        started = time.perf_counter()
+        images, labels, index = next(self.batches)
+        waited = time.perf_counter() - started
+        output = train_step(self.task, self.optimizer, images, labels, index, self.autocast, self.scaler)
+        self.meters.update(output, labels, self.steps_done)
+        self.steps_done += 1
+        return waited
+
+
+def endless(loader: Any) -> Iterator[Batch]:
+    """Batches of epoch 1, 2, ... of ``loader`` (train_loader.iterate), without end."""
+    epoch = 1
+    while True:
+        yield from loader.iterate(epoch)
+        epoch += 1
+
+
+def student_argv(args: argparse.Namespace, loader: str, amp: str) -> list[str]:
+    """The train_student.py command line for this benchmark's settings."""
+    argv = ["--path_t", str(ensure_teacher(args.model_t)), "--distill", args.distill, "--model_s", args.model_s,
+            "--batch_size", str(args.batch_size), "--data_folder", str(ensure_cifar100(args.n_train)),
+            "--save_folder", str(cache_root() / "save"), "--device", args.device, "--loader", loader,
+            "--amp", amp, "--num_workers", str(args.num_workers), "--nce_k", str(args.nce_k), "--trial", "bench",
+            "--seed", "0", "--no_progress"]
+    return argv + ["--compile"] * args.compile + ["--channels_last"] * args.channels_last
+
+
+def build_variants(args: argparse.Namespace, loaders: list[str], amps: list[str],
+                   batch_sizes: list[int] | None = None) -> list[Variant]:
+    """Variants for every (loader, amp, batch size) combination, sharing one set of models."""
+    batch_sizes = batch_sizes or [args.batch_size]
+    opt = train_student.parse_args(student_argv(args, loaders[0], amps[0]))
+    device = setup(opt)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_loaders: dict[tuple[str, int], Any] = {}
+    data = None
+    for loader in loaders:
+        for batch_size in batch_sizes:
+            opt.loader, opt.batch_size = loader, batch_size
+            data, train_loaders[loader, batch_size], _ = build_data(opt, device)
+    student, teacher, method = train_student.build_models(opt, data, device)
+    task, optimizer = train_student.main_stage(student, teacher, method, opt, device)
+    task.train_mode()
+
+    common = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "method": args.distill,
+              "pair": f"{opt.model_t}->{opt.model_s}", "compile": bool(opt.compile),
+              "channels_last": bool(opt.channels_last), "nce_k": opt.nce_k, "n_train": int(data.train_labels.numel())}
+    variants = []
+    for loader in loaders:
+        for amp in amps:
+            for batch_size in batch_sizes:
+                label = "/".join(part for part, several in ((loader, len(loaders) > 1), (amp, len(amps) > 1),
+                                                           (f"b{batch_size}", len(batch_sizes) > 1)) if several)
+                settings = dict(common, batch_size=batch_size, loader=loader, amp=amp,
+                                num_workers=opt.num_workers if loader == "classic" else 0)
+                drain = PREFETCH_FACTOR * opt.num_workers if loader == "classic" else 0
+                variants.append(Variant(
+                    label or loader, settings, task, optimizer, endless(train_loaders[loader, batch_size]), device,
+                    batch_size, autocast_factory(device, amp),
+                    torch.amp.GradScaler(device.type) if amp == "fp16" else None, drain, EpochMeters(device)))
+    return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+@dataclass
+class Timings:
+    """Everything measured for one variant over its timed rounds."""
+
+    step_seconds: list[float] = field(default_factory=list)
+    wait_seconds: list[float] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+    round_images: list[int] = field(default_factory=list)
+    peak_mib: float = 0.0
+    foreign: ForeignLoad = field(default_factory=ForeignLoad)
+
+
+def time_round(variant: Variant, steps: int, timings: Timings, memory: PeakMemory, sync_steps: bool) -> None:
+    """``steps`` timed steps after the variant's round warm-up; device synchronised at the round edges
+    (and at every step boundary with ``sync_steps``, which removes the host/device overlap)."""
+    for _ in range(variant.round_warmup):
+        variant.step()
+    synchronize(variant.device)
+    memory.reset()
+    with timings.foreign.window():
+        round_start = step_start = time.perf_counter()
+        for _ in range(steps):
+            timings.wait_seconds.append(variant.step())
+            if sync_steps:
+                synchronize(variant.device)
+            now = time.perf_counter()
+            timings.step_seconds.append(now - step_start)
+            step_start = now
+        synchronize(variant.device)
+        end = time.perf_counter()
+    timings.step_seconds[-1] += end - step_start  # the last step absorbs the queued device work
+    timings.round_seconds.append(end - round_start)
+    timings.round_images.append(steps * variant.batch_size)
+    timings.peak_mib = max(timings.peak_mib, memory.peak_mib())
+
+
+def split_steps(steps: int, rounds: int) -> list[int]:
+    """``steps`` timed steps spread over ``rounds`` rounds as evenly as possible (each round >= 1)."""
+    return [max(1, steps // rounds + (r < steps % rounds)) for r in range(rounds)]
+
+
+def measure(variants: list[Variant], steps: int | dict[str, int], warmup: int, rounds: int,
+            sync_steps: bool = False) -> list[dict[str, Any]]:
+    """Warm every variant up, then time ``rounds`` interleaved rounds (A B A B ...) sharing ``steps``
+    timed steps per variant (an int, or per variant label); returns one result record per variant."""
+    memory = PeakMemory(variants[0].device)
+    load_before = load_average()
+    for variant in variants:
+        for _ in range(warmup):
+            variant.step()
+    plan = {v.label: split_steps(steps[v.label] if isinstance(steps, dict) else steps, rounds) for v in variants}
+    timings = {variant.label: Timings() for variant in variants}
+    for round_index in range(rounds):
+        for variant in variants:
+            time_round(variant, plan[variant.label][round_index], timings[variant.label], memory, sync_steps)
+    load_after = load_average()
+    records = []
+    for variant in variants:
+        t = timings[variant.label]
+        wall = sum(t.round_seconds)
+        records.append(dict(
+            variant.settings, label=variant.label, steps=len(t.step_seconds), warmup=warmup, rounds=rounds,
+            images_per_s=round(sum(t.round_images) / wall, 1),
+            round_images_per_s=[round(n / s, 1) for n, s in zip(t.round_images, t.round_seconds)],
+            ms_per_step_median=round(1000 * statistics.median(t.step_seconds), 2),
+            data_wait_fraction=round(sum(t.wait_seconds) / wall, 4),
+            peak_memory_mib=round(t.peak_mib, 1), peak_memory_kind=memory.kind,
+            sync_steps=sync_steps, loadavg_before=load_before, loadavg_after=load_after,
+            foreign_cpu_fraction=t.foreign.fraction()))
+    return records
+
+
+def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, Any]:
+    """Throughput ratio of two records: overall, and the median of the per-round ratios (robust to load drift)."""
+    per_round = [a / b for a, b in zip(numerator["round_images_per_s"], denominator["round_images_per_s"])]
+    return {"ratio": f"{numerator['label']}/{denominator['label']}",
+            "value": round(numerator["images_per_s"] / denominator["images_per_s"], 3),
+            "round_median": round(statistics.median(per_round), 3)}
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--distill", default="kd", help="method key (main stage only)")
+    parser.add_argument("--model_t", default="resnet32x4", help="teacher arch (random-init checkpoint is generated)")
+    parser.add_argument("--model_s", default="resnet8x4")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per variant (split over --rounds)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant before timing")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3 when comparing, else 1)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--loader", choices=["fast", "classic"], default="fast")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--num_workers", type=int, default=min(8, cpu_count()), help="classic loader workers")
+    parser.add_argument("--nce_k", type=int, default=16384)
+    parser.add_argument("--n_train", type=int, default=DEFAULT_N_TRAIN, help="generated training images")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: one per core, as training)")
+    parser.add_argument("--compare", action="store_true", help="classic vs fast loader, interleaved")
+    parser.add_argument("--compare_amp", choices=["bf16", "fp16"], default=None,
+                        help="fp32 vs this autocast dtype, interleaved (with --loader)")
+    parser.add_argument("--compare_channels_last", action="store_true",
+                        help="NCHW vs channels_last models and batches (two model sets), interleaved")
+    parser.add_argument("--sync_steps", action="store_true",
+                        help="synchronise the device at every step (exact per-step times, no host/device overlap)")
+    parser.add_argument("--json-out", dest="json_out", default=None, help="also write all records to this file")
+    args = parser.parse_args(argv)
+    comparisons = sum([args.compare, bool(args.compare_amp), args.compare_channels_last])
+    if comparisons > 1:
+        parser.error("use one of --compare, --compare_amp and --compare_channels_last")
+    if args.rounds is None:
+        args.rounds = 3 if comparisons else 1
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the variants the flags ask for, measure them, and return {'records': [...], 'ratio': ...}."""
+    if args.compare_channels_last:
+        variants = []
+        for channels_last, label in ((False, "nchw"), (True, "channels_last")):
+            (variant,) = build_variants(argparse.Namespace(**dict(vars(args), channels_last=channels_last)),
+                                        [args.loader], [args.amp])
+            variant.label = label
+            variants.append(variant)
+    else:
+        loaders = ["classic", "fast"] if args.compare else [args.loader]
+        amps = ["none", args.compare_amp] if args.compare_amp else [args.amp]
+        variants = build_variants(args, loaders, amps)
+    records = measure(variants, args.steps, args.warmup, args.rounds, args.sync_steps)
+    result: dict[str, Any] = {"records": records}
+    if len(records) == 2:
+        result["ratio"] = ratio(records[1], records[0])
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    for record in result["records"]:
+        print(json.dumps(record), flush=True)
+    if "ratio" in result:
+        print(json.dumps(result["ratio"]), flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
