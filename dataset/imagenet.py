@@ -30,7 +30,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
 from dataset.base import DatasetError
-from dataset.loaders import Batch, _check_step, _KeySampler, _num_batches, epoch_keys, normalize, rank_positions, \
+from dataset.loaders import Batch, ShardedLoader, _KeySampler, epoch_keys, normalize, rank_positions, \
     test_shard
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -197,7 +197,7 @@ def _as_lists(items: list[tuple[Any, int, int]]) -> tuple[list[Any], torch.Tenso
     return list(images), torch.tensor(labels), torch.tensor(index)
 
 
-class ImageFolderLoader:
+class ImageFolderLoader(ShardedLoader):
     """Batches of an image-folder split: worker decode + crops, uint8 to the device, normalise there."""
 
     def __init__(self, files: list[str], labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -226,15 +226,6 @@ class ImageFolderLoader:
             pin_memory=self.device.type == "cuda" and not self.decode_on_device,
             persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
             collate_fn=_as_lists if self.decode_on_device else None)
-
-    def __len__(self) -> int:
-        return _num_batches(self.num_samples if self.train else len(self.shard), self.batch_size, self.train,
-                            self.world_size)
-
-    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
-        _check_step(start_step)
-        return self._batches(epoch, start_step)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
         self._sampler.keys = epoch_keys(self.num_samples, self.seed, epoch, self.train, self.train,

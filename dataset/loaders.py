@@ -109,7 +109,24 @@ def _check_step(start_step: int) -> None:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
 
 
-class FastLoader:
+class ShardedLoader:
+    """What the loaders share: batches per epoch (this rank's share) and ``iterate``; a subclass
+    sets ``num_samples``, ``batch_size``, ``train``, ``shard``, ``world_size`` and implements ``_batches``."""
+
+    def __len__(self) -> int:
+        return _num_batches(self.num_samples if self.train else len(self.shard), self.batch_size, self.train,
+                            self.world_size)
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
+        _check_step(start_step)
+        return self._batches(epoch, start_step)
+
+    def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+class FastLoader(ShardedLoader):
     """Whole split on the device; batched gather, crop, flip and normalise (train: shuffled, drop_last)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -129,15 +146,6 @@ class FastLoader:
         self.world_size = world_size
         self.shard = test_shard(self.num_samples, rank, world_size)  # test: the samples this rank evaluates
         self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).to(self.device)
-
-    def __len__(self) -> int:
-        return _num_batches(self.num_samples if self.train else len(self.shard), self.batch_size, self.train,
-                            self.world_size)
-
-    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
-        _check_step(start_step)
-        return self._batches(epoch, start_step)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
         if self.train:
@@ -202,7 +210,7 @@ class _KeySampler(Sampler):
         return len(self.keys)
 
 
-class ClassicLoader:
+class ClassicLoader(ShardedLoader):
     """The RepDistiller pipeline: DataLoader workers, PIL RandomCrop(32, padding=4) + flip, ToTensor, Normalize."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -228,15 +236,6 @@ class ClassicLoader:
             persistent_workers=num_workers > 0,
             generator=torch.Generator().manual_seed(seed),  # keeps the global RNG untouched
         )
-
-    def __len__(self) -> int:
-        return _num_batches(self.num_samples if self.train else len(self.shard), self.batch_size, self.train,
-                            self.world_size)
-
-    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """Yield (images, labels, index) batches of ``epoch``, skipping the first ``start_step``."""
-        _check_step(start_step)
-        return self._batches(epoch, start_step)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
         self._sampler.keys = epoch_keys(self.num_samples, self.seed, epoch, self.train, self.augment,
