@@ -2,10 +2,11 @@
 Bottlenecks"), the half-width variant used by RepDistiller (expansion 6, width 0.5)."""
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
+
+from .util import init_fan_out_normal
 
 # expansion t, output channels c, repeats n, first stride s (Table 2 of the paper)
 _STAGES = [
@@ -81,18 +82,7 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
         self.avgpool = nn.AvgPool2d(input_size // 16, ceil_mode=True)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-                if module.bias is not None:
-                    module.bias.data.zero_()
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.data.fill_(1)
-                module.bias.data.zero_()
-            elif isinstance(module, nn.Linear):
-                module.weight.data.normal_(0, 0.01)
-                module.bias.data.zero_()
+        init_fan_out_normal(self)
 
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.blocks])

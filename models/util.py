@@ -5,12 +5,29 @@ saved regressors / connectors / paraphrasers keep loading with ``strict=True``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 Shape = Sequence[int]  # (N, C, H, W); a torch.Size works too
+
+
+def init_fan_out_normal(model: nn.Module) -> None:
+    """RepDistiller's VGG/MobileNetV2 init: conv N(0, sqrt(2/fan_out)), BN (1, 0), linear N(0, 0.01)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+            module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.BatchNorm2d):
+            module.weight.data.fill_(1)
+            module.bias.data.zero_()
+        elif isinstance(module, nn.Linear):
+            module.weight.data.normal_(0, 0.01)
+            module.bias.data.zero_()
 
 
 class PreactStage(nn.Sequential):

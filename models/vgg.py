@@ -2,11 +2,12 @@
 for Large-Scale Image Recognition"): five conv blocks, no FC layers, one linear classifier."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .util import init_fan_out_normal
 
 # Channels of the 3x3 convs in each of the five blocks.
 CONFIGS: dict[str, list[list[int]]] = {
@@ -49,18 +50,7 @@ class VGG(nn.Module):
         self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(512, num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-                if module.bias is not None:
-                    module.bias.data.zero_()
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.data.fill_(1)
-                module.bias.data.zero_()
-            elif isinstance(module, nn.Linear):
-                module.weight.data.normal_(0, 0.01)
-                module.bias.data.zero_()
+        init_fan_out_normal(self)
 
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([
