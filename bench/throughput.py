@@ -9,9 +9,10 @@ CIFAR-100 in the official pickle format, both cached under the system temp folde
 ``helper.loop.train_step`` (plus the loop's per-step ``EpochMeters.update``) on batches of
 ``train_loader.iterate(epoch)``: the training loop minus the progress bar and checkpoints.
 
-Variants (``--compare``: classic and fast loader; ``--compare_amp``: fp32 and an autocast dtype)
-share one teacher/student/method and run in interleaved rounds in one process, so that machine
-load hits them alike. Prints one JSON line per variant, then a ratio line.
+Variants (``--compare``: classic and fast loader; ``--compare_amp``: fp32 and an autocast dtype;
+``--compare_channels_last``: NCHW and channels_last, two model sets) run in interleaved rounds in
+one process, so that machine load hits them alike. Prints one JSON line per variant, then a ratio
+line.
 """
 from __future__ import annotations
 
@@ -245,10 +246,10 @@ class Variant:
     batches: Iterator[Batch]
     device: torch.device
     batch_size: int
+    meters: EpochMeters               # fit()'s per-step device-side meters
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None
     scaler: torch.amp.GradScaler | None = None
     round_warmup: int = 0             # untimed steps at the start of every round (classic: drain prefetch)
-    meters: EpochMeters | None = None
     steps_done: int = 0
 
     def step(self) -> float:
@@ -306,15 +307,16 @@ def build_variants(args: argparse.Namespace, loaders: list[str], amps: list[str]
     for loader in loaders:
         for amp in amps:
             for batch_size in batch_sizes:
-                label = "/".join(part for part, several in ((loader, len(loaders) > 1), (amp, len(amps) > 1),
+                precision = "fp32" if amp == "none" else amp
+                label = "/".join(part for part, several in ((loader, len(loaders) > 1), (precision, len(amps) > 1),
                                                            (f"b{batch_size}", len(batch_sizes) > 1)) if several)
                 settings = dict(common, batch_size=batch_size, loader=loader, amp=amp,
                                 num_workers=opt.num_workers if loader == "classic" else 0)
                 drain = PREFETCH_FACTOR * opt.num_workers if loader == "classic" else 0
                 variants.append(Variant(
                     label or loader, settings, task, optimizer, endless(train_loaders[loader, batch_size]), device,
-                    batch_size, autocast_factory(device, amp),
-                    torch.amp.GradScaler(device.type) if amp == "fp16" else None, drain, EpochMeters(device)))
+                    batch_size, EpochMeters(device), autocast_factory(device, amp),
+                    torch.amp.GradScaler(device.type) if amp == "fp16" else None, drain))
     return variants
 
 
