@@ -370,6 +370,7 @@ def measure(variants: list[Variant], steps: int | dict[str, int], warmup: int, r
     timed steps per variant (an int, or per variant label); returns one result record per variant."""
     memory = PeakMemory(variants[0].device)
     load_before = load_average()
+    ceiling = conv_ceiling_gflops(variants[0].device)
     for variant in variants:
         for _ in range(warmup):
             variant.step()
@@ -391,7 +392,7 @@ def measure(variants: list[Variant], steps: int | dict[str, int], warmup: int, r
             data_wait_fraction=round(sum(t.wait_seconds) / wall, 4),
             peak_memory_mib=round(t.peak_mib, 1), peak_memory_kind=memory.kind,
             sync_steps=sync_steps, loadavg_before=load_before, loadavg_after=load_after,
-            foreign_cpu_fraction=t.foreign.fraction()))
+            foreign_cpu_fraction=t.foreign.fraction(), conv_ceiling_gflops=ceiling))
     return records
 
 
