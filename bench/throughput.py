@@ -43,7 +43,6 @@ from datagen import write_cifar100  # noqa: E402
 from helper.loop import EpochMeters, autocast_factory, train_step  # noqa: E402
 from helper.options import cpu_count  # noqa: E402
 from helper.runner import build_data, setup  # noqa: E402
-from helper.util import resolve_device  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
