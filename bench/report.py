@@ -24,11 +24,19 @@ def write_section(name: str, text: str, path: Path = RESULTS_MD) -> None:
     path.write_text(f"{TITLE}\n{body}")
 
 
-def machine_line(record: dict[str, Any]) -> str:
-    """'AMD EPYC (2 cores, AVX512), torch 2.x, 2 threads, cpu, 2025-01-01 12:00 UTC' from a result record."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"**Machine:** {record['device']}; torch {record['torch']}; {record['threads']} intra-op threads; "
-            f"device `{record['device_type']}`; measured {now}.")
+def machine_line(*records: dict[str, Any]) -> str:
+    """'**Machine:** AMD EPYC (2 cores, AVX512), torch 2.x, 2 threads, cpu; measured <when>' from result records
+    (the span of their 'measured_at' stamps; the date today for records without one)."""
+    first = records[0]
+    stamps = sorted(r["measured_at"] for r in records if r.get("measured_at"))
+    if not stamps:
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    elif stamps[0][:10] == stamps[-1][:10]:
+        when = f"{stamps[0][:16]}-{stamps[-1][11:]}" if stamps[0] != stamps[-1] else stamps[0]
+    else:
+        when = f"{stamps[0]} to {stamps[-1]}"
+    return (f"**Machine:** {first['device']}; torch {first['torch']}; {first['threads']} intra-op threads; "
+            f"device `{first['device_type']}`; measured {when}.")
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from report import BENCH, contention, machine_line, table, write_section
-from throughput import resolve_device, wait_for_idle
+from throughput import wait_for_idle  # first: puts the repo root on sys.path
+
+from helper.util import resolve_device  # noqa: E402
 
 METHODS = ("kd", "crd", "dcd", "rrd")
 PAIRS = (("resnet56", "resnet20"), ("resnet32x4", "resnet8x4"))
@@ -74,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def steps_for(args: argparse.Namespace, teacher: str) -> tuple[int, int]:
-    default = QUICK_STEPS if args.quick else GPU_STEPS if resolve_device(args.device).type == "cuda" else CPU_STEPS[teacher]
+    on_gpu = resolve_device(args.device).type == "cuda"
+    default = QUICK_STEPS if args.quick else GPU_STEPS if on_gpu else CPU_STEPS[teacher]
     return (args.steps or default[0], args.warmup if args.warmup is not None else default[1])
 
 
@@ -170,8 +173,9 @@ def goals_text(cells: list[dict[str, Any]], variant_cells: list[dict[str, Any]])
         ratio = fast["images_per_s"] / reference
         scaled = ratio * REFERENCE_CONV_GFLOPS / fast["conv_ceiling_gflops"]
         cl_cell = channels_last.get((cell["method"], cell["pair"]))
-        cl_scaled = None if cl_cell is None else (cl_cell["records"][1]["images_per_s"] / reference
-                                                  * REFERENCE_CONV_GFLOPS / cl_cell["records"][1]["conv_ceiling_gflops"])
+        cl_fast = None if cl_cell is None else cl_cell["records"][1]
+        cl_scaled = None if cl_fast is None else (cl_fast["images_per_s"] / reference
+                                                  * REFERENCE_CONV_GFLOPS / cl_fast["conv_ceiling_gflops"])
         goal = GOALS.get(cell["method"]) if teacher == "resnet56" else None
         verdict = ""
         if goal is not None:
@@ -203,15 +207,16 @@ def write_report(out: Path, loader_cells: list[dict[str, Any]], variant_cells: l
                 f"classic, fast, ...) in one process; each classic round first drains the workers' prefetch queue "
                 f"untimed. img/s = images / wall time of the timed rounds; ratios in bold are the median of the "
                 f"per-round ratios (robust to a burst of foreign load in one round), in parentheses the ratio of the "
-                f"overall img/s. Data wait = time blocked in `next(batches)` (the fast loader's batched augmentation runs "
-                f"there too). Peak memory = {first['peak_memory_kind']}. Before each cell the runner waits up to "
+                f"overall img/s. Data wait = time blocked in `next(batches)` (the fast loader's batched augmentation "
+                f"runs there too). Peak memory = {first['peak_memory_kind']}. Before each cell the runner waits up to "
                 f"{policy['wait_idle']:.0f} s for other processes to go quiet, and each cell starts with a probe of "
                 f"the large-convolution speed (`conv_ceiling_gflops`); a cell "
                 f"in which other processes took more than {100 * policy['max_others']:.0f}% of the cores is re-run "
                 f"(at most {policy['retries']} times) and the least disturbed attempt is kept. The 1-minute load "
                 f"includes the benchmark's own threads and workers; 'others' CPU' does not. Whole matrix, waits "
                 f"and re-runs included: {seconds / 60:.1f} min.")
-    text = ["## Throughput matrix (`bench/run_matrix.py`)", "", machine_line(first), "", settings, ""]
+    records = [record for cell in loader_cells + variant_cells for record in cell["records"]]
+    text = ["## Throughput matrix (`bench/run_matrix.py`)", "", machine_line(*records), "", settings, ""]
     if loader_cells:
         text += [loader_table(loader_cells)]
     if variant_cells:

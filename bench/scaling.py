@@ -22,15 +22,15 @@ import torch
 
 import throughput  # first: puts the repo root on sys.path
 from crd.criterion import CRDLoss
-from crd.memory import ContrastMemory, ContrastSampler
+from crd.memory import BANK_DTYPES, ContrastMemory, ContrastSampler, bank_bytes
+from helper.util import resolve_device
 from report import BENCH, contention, machine_line, table, write_section
 
 BATCH_SIZES = (32, 64, 128, 256, 512)
 NCE_KS = (4096, 16384, 65536)
 CIFAR_N, BIG_N, IMAGENET_N = 50_000, 100_000, 1_281_167
 FEAT_DIM, BATCH = 128, 64
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PART_NAMES = ("batch", "nce_k", "crd_loss", "banks")
+PART_NAMES = ("batch", "nce_k", "crd_loss", "scoring", "banks")
 
 
 def bench_args(*extra: str, device: str) -> argparse.Namespace:
@@ -105,13 +105,39 @@ def crd_loss_step(n_data: int, nce_k: int, device: torch.device) -> tuple[Callab
 
 def crd_loss_cost(device_name: str, quick: bool) -> list[dict[str, Any]]:
     """Time CRD's own work: the sampler, then CRDLoss forward + backward (both banks, momentum update)."""
-    device = throughput.resolve_device(device_name)
+    device = resolve_device(device_name)
     rows = []
     for n_data, nce_k in crd_configs(quick):
         sample, loss_step = crd_loss_step(n_data, nce_k, device)
         repeats = 3 if quick else 10
         rows.append({"n_data": n_data, "nce_k": nce_k, "sampler_ms": round(median_ms(sample, repeats, device), 2),
-                     "loss_fwd_bwd_ms": round(median_ms(loss_step, repeats, device), 2)})
+                     "loss_fwd_bwd_ms": round(median_ms(loss_step, repeats, device), 2),
+                     "loadavg": throughput.load_average()})
+    return rows
+
+
+def scoring_strategies(device_name: str, quick: bool) -> list[dict[str, Any]]:
+    """One bank, forward + backward: all-rows scoring as crd/memory.py does it (bank snapshot, (B x D) @
+    (D x n_data), gather) vs gathering the B x (K+1) x D sampled rows and a bmm (the reference's way)."""
+    device = resolve_device(device_name)
+    rows = []
+    for n_data in (CIFAR_N,) if quick else (CIFAR_N, BIG_N):
+        bank = torch.rand(n_data, FEAT_DIM, device=device)
+        embeddings = torch.randn(BATCH, FEAT_DIM, device=device, requires_grad=True)
+        contrast = torch.randint(n_data, (BATCH, 16385), device=device)
+
+        def all_rows() -> None:
+            scores = (embeddings @ bank.clone().t()).gather(1, contrast)
+            scores.div(0.07).exp().sum().backward()
+
+        def gathered() -> None:
+            weights = bank.index_select(0, contrast.view(-1)).view(BATCH, -1, FEAT_DIM)
+            torch.bmm(weights, embeddings.unsqueeze(2)).div(0.07).exp().sum().backward()
+
+        repeats = 2 if quick else 5
+        rows.append({"n_data": n_data, "nce_k": 16384, "all_rows_ms": round(median_ms(all_rows, repeats, device), 1),
+                     "gathered_ms": round(median_ms(gathered, repeats, device), 1),
+                     "loadavg": throughput.load_average()})
     return rows
 
 
@@ -126,9 +152,9 @@ def memory_probe(quick: bool) -> dict[str, Any]:
     """CPU memory of the CRD banks and of one CRDLoss step, as RSS. Run in a fresh process with a fixed
     malloc mmap threshold, so that every tensor is its own mapping and RSS follows live tensors."""
     banks = {}
-    for name, dtype in DTYPES.items():
+    for name in BANK_DTYPES:
         before = rss_mib()
-        bank = ContrastMemory(FEAT_DIM, CIFAR_N, 16384).to(dtype)
+        bank = ContrastMemory(FEAT_DIM, CIFAR_N, 16384, bank_dtype=name)
         banks[name] = {"nbytes_mib": round((bank.memory_v1.nbytes + bank.memory_v2.nbytes) / 2**20, 1),
                        "rss_delta_mib": round(rss_mib() - before, 1)}
         del bank
@@ -158,8 +184,8 @@ def bank_footprint(probe: dict[str, Any]) -> list[dict[str, Any]]:
     """Both CRD banks (n_data x 128) per dtype: computed for CIFAR-100 and ImageNet, measured for CIFAR-100."""
     rows = []
     for n_data in (CIFAR_N, IMAGENET_N):
-        for name, dtype in DTYPES.items():
-            computed = 2 * n_data * FEAT_DIM * torch.tensor([], dtype=dtype).element_size()
+        for name in BANK_DTYPES:
+            computed = bank_bytes(n_data, FEAT_DIM, name)
             row = {"n_data": n_data, "dtype": name, "computed_mib": round(computed / 2**20, 1)}
             if n_data == CIFAR_N:
                 row.update(probe["banks"][name])
@@ -186,14 +212,27 @@ def records_table(records: list[dict[str, Any]], first: str) -> str:
                   "peak mem (MiB)"], rows)
 
 
+def crossover_text(row: dict[str, Any]) -> str:
+    """Where all-rows scoring (linear in n_data) stops beating gathered rows (flat in n_data)."""
+    crossover = row["n_data"] * row["gathered_ms"] / row["all_rows_ms"]
+    imagenet_all_rows = row["all_rows_ms"] * IMAGENET_N / row["n_data"]
+    memory = crd_step_model(IMAGENET_N, row["nce_k"])
+    return (f"Extrapolating from n_data {row['n_data']:,} (all-rows linear in n_data, gathering flat), the two cross "
+            f"near n_data ~ {crossover:,.0f} at nce_k {row['nce_k']} on this machine: CIFAR-100 is well inside "
+            f"all-rows territory, while for ImageNet ({IMAGENET_N:,} samples) all-rows would take ~"
+            f"{imagenet_all_rows:,.0f} ms per bank against ~{row['gathered_ms']:,.0f} ms gathered, and "
+            f"{memory['all_rows_transient_mib'] / memory['gather_tensor_mib']:.1f}x the transient memory (computed "
+            "table above).")
+
+
 def write_report(results: dict[str, Any], path: Path) -> None:
-    any_records = results.get("batch") or results.get("nce_k") or []
+    sweep_records = [*(results.get("batch") or []), *(results.get("nce_k") or [])]
     text = ["## Scale of cost (`bench/scaling.py`)", ""]
-    if any_records:
-        first = any_records[0]
-        text += [machine_line(first), "", "Full training steps (train_step, fast loader, fp32, resnet56 -> resnet20), "
-                 "each sweep's configurations interleaved in one process (2 rounds). Load 1-min start -> end / share "
-                 "of the cores other processes used: "
+    if sweep_records:
+        text += [machine_line(*sweep_records), "",
+                 "Full training steps (train_step, fast loader, fp32, resnet56 -> resnet20), each sweep's "
+                 "configurations interleaved in one process (2 rounds). Load 1-min start -> end / share of the cores "
+                 "other processes used: "
                  + ", ".join(f"{name} sweep {contention(*records)}" for name, records in
                              (("batch", results.get("batch")), ("nce_k", results.get("nce_k"))) if records)
                  + ". Peak memory is the whole process's, with every configuration of the sweep loaded. "
@@ -215,7 +254,8 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         text += ["### CRD loss alone (synthetic 64-d features, B=64)", "",
                  "`ContrastSampler` draw, then `CRDLoss` forward + backward (embeds, both banks, momentum update); "
                  "the transient is the CPU RSS peak of one forward + backward above the steady state (measured in "
-                 "a separate process whose malloc maps every tensor separately).", "",
+                 "a separate process whose malloc maps every tensor separately). 1-minute load after each row: "
+                 + ", ".join(f"{r['loadavg'][0]:.2f}" for r in results["crd_loss"] if r.get("loadavg")) + ".", "",
                  table(["n_data", "nce_k", "sampler ms", "CRDLoss fwd+bwd ms", "transient peak (MiB)"], rows)]
     if results.get("banks"):
         rows = [[f"{r['n_data']:,}", r["dtype"], r["computed_mib"], r.get("nbytes_mib", "-"),
@@ -223,6 +263,8 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         text += ["### CRD memory banks (two banks, n_data x 128)", "",
                  table(["n_data", "dtype", "computed (MiB)", "measured tensor bytes (MiB)", "measured RSS delta (MiB)"],
                        rows)]
+        text += ["Measured: `ContrastMemory(..., bank_dtype=...)` (`--crd_bank_dtype`) in the same separate "
+                 "process.", ""]
         model_rows = []
         for n_data in (CIFAR_N, IMAGENET_N):
             model = crd_step_model(n_data, 16384)
@@ -233,6 +275,14 @@ def write_report(results: dict[str, Any], path: Path) -> None:
                  "reference) grows with nce_k only:", "",
                  table(["n_data", "all-rows GFLOP (fwd+bwd, 2 banks)", "all-rows transient MiB (bank snapshots + "
                         "scores + grads)", "gather GFLOP (bmm fwd+bwd)", "gathered tensors MiB"], model_rows)]
+    if results.get("scoring"):
+        rows = [[f"{r['n_data']:,}", r["nce_k"], r["all_rows_ms"], r["gathered_ms"],
+                 f"{r['gathered_ms'] / r['all_rows_ms']:.1f}x"] for r in results["scoring"]]
+        text += ["Measured, one bank, forward + backward, B=64, fp32 (same machine; 1-minute load "
+                 + ", ".join(f"{r['loadavg'][0]:.2f}" for r in results["scoring"] if r.get("loadavg")) + "):", "",
+                 table(["n_data", "nce_k", "all-rows ms (this repo, with bank snapshot)",
+                        "gathered rows ms (reference)", "gathered / all-rows"], rows),
+                 crossover_text(results["scoring"][-1])]
     write_section("scaling", "\n".join(text), path)
 
 
@@ -240,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--quick", action="store_true", help="few steps and configurations (smoke run)")
-    parser.add_argument("--skip", default="", help=f"comma list of parts to skip: {','.join(PART_NAMES)}")
+    parser.add_argument("--skip", default="", help=f"comma list of parts to skip (their saved results are kept): "
+                                                   f"{','.join(PART_NAMES)}")
     parser.add_argument("--wait_idle", type=float, default=60.0,
                         help="before each part wait up to this many seconds for other processes to go quiet")
     parser.add_argument("--json-out", dest="json_out", default=str(BENCH / "scaling.json"))
@@ -251,11 +302,13 @@ def main(argv: list[str] | None = None) -> None:
     parts = {"batch": lambda: batch_size_sweep(args.device, args.quick),
              "nce_k": lambda: nce_k_sweep(args.device, args.quick),
              "crd_loss": lambda: crd_loss_cost(args.device, args.quick),
+             "scoring": lambda: scoring_strategies(args.device, args.quick),
              "banks": lambda: bank_footprint(results["memory"])}
     if args.memory_probe:
         print(json.dumps(memory_probe(args.quick)))
         return
-    results: dict[str, Any] = {}
+    saved = Path(args.json_out)  # parts skipped now keep their saved results
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
     if not {"crd_loss", "banks"} <= skip:
         results["memory"] = run_memory_probe(args.quick)
     for name, run in parts.items():

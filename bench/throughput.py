@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import platform
@@ -391,7 +392,8 @@ def measure(variants: list[Variant], steps: int | dict[str, int], warmup: int, r
             data_wait_fraction=round(sum(t.wait_seconds) / wall, 4),
             peak_memory_mib=round(t.peak_mib, 1), peak_memory_kind=memory.kind,
             sync_steps=sync_steps, loadavg_before=load_before, loadavg_after=load_after,
-            foreign_cpu_fraction=t.foreign.fraction(), conv_ceiling_gflops=ceiling))
+            foreign_cpu_fraction=t.foreign.fraction(), conv_ceiling_gflops=ceiling,
+            measured_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
     return records
 
 
@@ -415,7 +417,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50, help="timed steps per variant (split over --rounds)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant before timing")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3 when comparing, else 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds (default 3 when comparing, else 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--loader", choices=["fast", "classic"], default="fast")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
