@@ -78,3 +78,11 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         process.kill()
         process.wait()
+
+
+def torch_value_and_grad(loss_fn, student: np.ndarray, *others: torch.Tensor) -> tuple[float, np.ndarray]:
+    """Loss value and gradient w.r.t. ``student`` computed by the code under test, in float64."""
+    student_tensor = torch.tensor(student, dtype=torch.float64, requires_grad=True)
+    value = loss_fn(student_tensor, *others)
+    value.backward()
+    return value.item(), student_tensor.grad.numpy()

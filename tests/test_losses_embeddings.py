@@ -12,18 +12,11 @@ import pytest
 import torch
 
 from distiller_zoo.losses import PKT, Correlation, DistillKL, RKDLoss, Similarity
-from helpers import numeric_gradient
+from helpers import numeric_gradient, torch_value_and_grad
 
 TOL = 1e-5
 
 
-
-
-def torch_value_and_grad(loss_fn, student: np.ndarray, *others: torch.Tensor):
-    student_tensor = torch.tensor(student, dtype=torch.float64, requires_grad=True)
-    value = loss_fn(student_tensor, *others)
-    value.backward()
-    return value.item(), student_tensor.grad.numpy()
 
 
 def random(*shape: int, seed: int = 0) -> np.ndarray:

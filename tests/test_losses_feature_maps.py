@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from distiller_zoo.losses import ABLoss, Attention, FactorTransfer, FSP, HintLoss, NSTLoss, VIDLoss
-from helpers import numeric_gradient
+from helpers import numeric_gradient, torch_value_and_grad
 
 TOL = 1e-5
 
@@ -37,13 +37,6 @@ def pool_larger(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if a.shape[2] < b.shape[2]:
         return a, adaptive_pool(b, *a.shape[2:])
     return a, b
-
-
-def torch_value_and_grad(loss_fn, student: np.ndarray, *others: torch.Tensor):
-    student_tensor = torch.tensor(student, dtype=torch.float64, requires_grad=True)
-    value = loss_fn(student_tensor, *others)
-    value.backward()
-    return value.item(), student_tensor.grad.numpy()
 
 
 def random(*shape: int, seed: int = 0) -> np.ndarray:
