@@ -1,4 +1,4 @@
-"""Distil a teacher into a student with one of 15 methods (RepDistiller command line).
+"""Distil a teacher into a student with any method of distiller_zoo/ (RepDistiller command line).
 
     python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth \
         --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --trial 1
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
+from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method
 from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
@@ -26,27 +27,15 @@ from models import all_model_dict, identify_arch, imagenet_model_dict
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Knowledge distillation from a trained teacher into a student.")
+    parser = argparse.ArgumentParser(description="Knowledge distillation from a trained teacher into a student.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model_s", type=str, default="resnet8", help=f"student: {' '.join(all_model_dict)}")
     parser.add_argument("--path_t", type=str, default=None, help="teacher checkpoint (.pth with a 'model' key)")
     parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
     parser.add_argument("-r", "--gamma", type=float, default=None, help="weight of CE (method default)")
     parser.add_argument("-a", "--alpha", type=float, default=None, help="weight of the KD-KL term (method default)")
     parser.add_argument("-b", "--beta", type=float, default=None, help="weight of the method loss (method default)")
-    parser.add_argument("--kd_T", type=float, default=4, help="KD temperature")
-    parser.add_argument("--feat_dim", type=int, default=128, help="embedding size (crd, rrd, dcd, correlation)")
-    parser.add_argument("--mode", type=str, default="exact", choices=["exact", "relax"], help="CRD positives")
-    parser.add_argument("--nce_k", type=int, default=16384, help="CRD negatives / RRD queue length")
-    parser.add_argument("--nce_t", type=float, default=0.07, help="CRD temperature")
-    parser.add_argument("--nce_t_s", type=float, default=0.04, help="RRD student temperature")
-    parser.add_argument("--nce_t_t", type=float, default=0.10, help="RRD teacher temperature")
-    parser.add_argument("--nce_m", type=float, default=0.5, help="CRD memory momentum")
-    parser.add_argument("--hint_layer", type=int, default=2, help="FitNet feature index")
-    parser.add_argument("--init_epochs", type=int, default=30, help="init stage of abound/factor/fsp")
-    parser.add_argument("--crd_bank_dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
-                        help="CRD memory banks: 2 x n_data x feat_dim values (ImageNet, fp32: 1.3 GB; bf16: 0.66 GB)")
-    parser.add_argument("--dcd_gather", action="store_true",
-                        help="torchrun: DCD contrasts over the global batch (all processes) instead of each process's")
+    add_method_arguments(parser)
     add_training_args(parser, learning_rate=None)
     opt = parser.parse_args(argv)
     return finalize_student_args(opt)
@@ -56,13 +45,15 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     """Validate flags, fill the method's default weights and find the teacher's architecture."""
     if opt.model_s not in all_model_dict:
         raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(all_model_dict)}.")
-    if opt.distill not in METHODS:
-        raise UserError(f"Unknown --distill '{opt.distill}'. Choose one of: {', '.join(METHODS)}.")
+    method = resolve_method(opt.distill)
+    if method.key != opt.distill:
+        print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")
+        opt.distill = method.key
+    check_method_arguments(opt)
     if opt.path_t is None:
         raise UserError("--path_t is required: the teacher checkpoint, e.g. "
                         "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth (fetch the published teachers with "
                         "`sh scripts/fetch_pretrained_teachers.sh`, or train one with train_teacher.py).")
-    method = METHODS[opt.distill]
     for flag, name in (("gamma", "default_gamma"), ("alpha", "default_alpha"), ("beta", "default_beta")):
         if getattr(opt, flag) is None:
             setattr(opt, flag, getattr(method, name))
@@ -70,8 +61,6 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
             raise UserError(f"Loss weight --{flag} must be >= 0, got {getattr(opt, flag)}.")
     if opt.gamma == opt.alpha == opt.beta == 0:
         warnings.warn("-r, -a and -b are all 0: the student receives no training signal.", stacklevel=2)
-    if opt.init_epochs < 0:
-        raise UserError(f"--init_epochs must be >= 0, got {opt.init_epochs}.")
     check_model_for_dataset(opt.model_s, opt.dataset, "--model_s")
     opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)")
     opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
@@ -98,7 +87,7 @@ def teacher_arch(path: str, state: dict[str, Any]) -> str:
 
 
 def run_name(opt: argparse.Namespace) -> str:
-    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t> (SPEC section 3)."""
+    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it."""
     return (f"{opt.distill}_{opt.dataset}_S_{opt.model_s}_T_{opt.model_t}_r_{opt.gamma:g}_a_{opt.alpha:g}"
             f"_b_{opt.beta:g}_trial_{opt.trial}")
 

@@ -1,11 +1,37 @@
-"""Distillation methods. ``METHODS`` maps each ``--distill`` key to its Distiller class.
+"""Distillation methods: each file ``distiller_zoo/<key>.py`` is the method ``--distill <key>``.
 
-To add a method: copy the closest module (e.g. ``pkt.py``), change the loss, and add one import
-line below; the ``@register`` decorator does the rest.
+Importing the package imports every module in it; each ``@register``-ed ``Distiller`` subclass
+becomes a key of ``METHODS`` (the registry: the only list of methods, read by the flags, the
+sweeps, the results summary, the tests and the README table). The names a module lists in
+``__all__`` (its loss classes and functions, e.g. ``DistillKL``, ``dkd_loss``) are importable from
+``distiller_zoo`` directly, as in RepDistiller.
+
+To add a method, write one file: see the README's "Add a method".
 """
-from distiller_zoo.losses import *  # noqa: F401,F403  (RepDistiller-compatible loss classes)
-from distiller_zoo.base import METHODS, DistillContext, Distiller, DistillTask, Features, register  # noqa: F401
+from __future__ import annotations
 
-from distiller_zoo import (  # noqa: F401  (each import registers one --distill key)
-    kd, hint, attention, similarity, correlation, vid, crd, rkd, pkt, abound, factor, fsp, nst, rrd, dcd,
-)
+import importlib
+import pkgutil
+
+from distiller_zoo.base import METHODS, DistillContext, Distiller, Features, Flag, register  # noqa: F401
+from helper.loop import Progress  # noqa: F401
+
+# The row order of the published tables (CRD, then the methods added since); methods not listed
+# here follow in alphabetical order of their keys.
+TABLE_ORDER = ("kd", "hint", "attention", "similarity", "correlation", "vid", "rkd", "pkt", "abound", "factor",
+               "fsp", "nst", "crd", "rrd", "dcd")
+
+
+def _discover() -> None:
+    """Import every module of the package, export its ``__all__`` here, and order ``METHODS``."""
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        globals().update({name: getattr(module, name) for name in getattr(module, "__all__", ())})
+    rank = {key: position for position, key in enumerate(TABLE_ORDER)}
+    ordered = sorted(METHODS.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    METHODS.clear()
+    METHODS.update(ordered)
+
+
+_discover()
+from distiller_zoo.task import DistillTask  # noqa: E402,F401

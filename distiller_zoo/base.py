@@ -1,8 +1,9 @@
-"""The method interface: one ``Distiller`` subclass per ``--distill`` key, registered by decorator.
+"""The method interface and the registry: one ``Distiller`` subclass per file ``distiller_zoo/<key>.py``.
 
-A method owns its loss module(s) and extra trainable modules (embeds, regressors, connectors),
-declares what it consumes, and returns its method loss. ``DistillTask`` (below) combines it with
-cross-entropy and KD into the weighted total ``gamma*CE + alpha*KD + beta*method``.
+A method owns its loss math, its extra trainable modules (embeds, regressors, connectors), says
+what it consumes (logits only or features, pre-ReLU features, an init stage), its display name,
+paper, default weights and its own command-line flags. ``distiller_zoo/task.py`` combines its loss
+with cross-entropy and KD into the weighted total ``gamma*CE + alpha*KD + beta*method``.
 """
 from __future__ import annotations
 
@@ -11,26 +12,61 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helper.loop import StepOutput
-from distiller_zoo.losses import DistillKL
+from helper.errors import UserError
+from helper.loop import Progress
 
 METHODS: dict[str, type["Distiller"]] = {}
 
 
-def register(key: str):
-    """Class decorator: make a Distiller available as ``--distill <key>``."""
+def register(cls: type["Distiller"]) -> type["Distiller"]:
+    """Class decorator: make a Distiller available as ``--distill <key>``, the key being its file name."""
+    key = cls.__module__.rsplit(".", 1)[-1]
+    if key in METHODS:
+        raise ValueError(f"distiller_zoo/{key}.py registers two methods; a method is one file")
+    for name in (key, *cls.aliases):
+        if name in METHODS or any(name in other.aliases for other in METHODS.values()):
+            raise ValueError(f"--distill '{name}' is claimed twice (distiller_zoo/{key}.py)")
+    cls.key = key
+    METHODS[key] = cls
+    return cls
 
-    def wrap(cls: type["Distiller"]) -> type["Distiller"]:
-        if key in METHODS:
-            raise ValueError(f"--distill key '{key}' registered twice")
-        cls.key = key
-        METHODS[key] = cls
-        return cls
 
-    return wrap
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag a method declares; ``-h`` shows it in the group of the methods using it.
+
+    The type follows ``default`` (a bool default makes a switch). ``minimum``/``above`` bound the
+    value (inclusive/exclusive); ``choices`` restricts it.
+    """
+
+    name: str
+    default: Any
+    help: str
+    minimum: float | None = None
+    above: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-")
+
+    def add_to(self, group: argparse._ArgumentGroup) -> None:
+        if isinstance(self.default, bool):
+            group.add_argument(self.name, action="store_true", help=self.help)
+            return
+        group.add_argument(self.name, type=type(self.default), default=self.default, choices=self.choices,
+                           help=self.help)
+
+    def check(self, value: Any) -> None:
+        """Raise UserError when ``value`` is outside the declared range."""
+        if self.minimum is not None and value < self.minimum:
+            raise UserError(f"{self.name} must be >= {self.minimum:g}, got {value}. {self.help}; the default is "
+                            f"{self.default}.")
+        if self.above is not None and value <= self.above:
+            raise UserError(f"{self.name} must be > {self.above:g}, got {value}. {self.help}; the default is "
+                            f"{self.default}.")
 
 
 @dataclass
@@ -57,7 +93,7 @@ class DistillContext:
 
 @dataclass
 class Features:
-    """Both networks' outputs for one batch, as a method sees them."""
+    """Both networks' outputs for one batch, as a method sees them, and where training is."""
 
     student: list[Tensor]
     teacher: list[Tensor]
@@ -65,15 +101,22 @@ class Features:
     teacher_logits: Tensor
     labels: Tensor
     index: Tensor
+    progress: Progress = Progress()
 
 
 class Distiller(nn.Module):
-    """Base class. Subclasses set the class attributes and implement ``loss``."""
+    """Base class of a method. Subclasses set the class attributes and implement ``loss``."""
 
-    key: ClassVar[str]
+    key: ClassVar[str]                         # set by @register: the file name
+    display_name: ClassVar[str] = ""           # the name in the papers' tables (FitNet, AT, ...)
+    paper: ClassVar[str] = ""                  # authors, title, venue year
+    aliases: ClassVar[tuple[str, ...]] = ()    # earlier --distill names that mean this method
+    flags: ClassVar[tuple[Flag, ...]] = ()     # the method's own command-line flags
+    default_gamma: ClassVar[float] = 1.0       # -r when omitted
     default_alpha: ClassVar[float] = 0.0       # -a when omitted
     default_beta: ClassVar[float] = 0.0        # -b when omitted
-    default_gamma: ClassVar[float] = 1.0       # -r when omitted
+    sweep_with_kd: ClassVar[bool] = False      # the sweep also runs KEY+kd (-r 1 -a 1 -b default)
+    published: ClassVar[dict[str, float]] = {}  # CIFAR-100 top-1 (%) reported by the authors, per pair
     uses_features: ClassVar[bool] = True       # False: logits only (no is_feat forward)
     uses_preact: ClassVar[bool] = False        # features taken before the stage's last ReLU
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only
@@ -93,6 +136,10 @@ class Distiller(nn.Module):
         """Own modules that stay in eval mode and untrained in the main stage."""
         return []
 
+    def epoch_scalars(self) -> dict[str, float]:
+        """Values to log once per epoch beside the losses (e.g. a learned temperature)."""
+        return {}
+
     # init stage (abound, factor, fsp) -------------------------------------------------------
     def init_modules(self, student: nn.Module) -> list[nn.Module]:
         """Modules trained in the init stage (teacher and the rest of the student stay in eval)."""
@@ -108,72 +155,53 @@ class Distiller(nn.Module):
         frozen = {id(p) for module in self.frozen_modules() for p in module.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
 
+    @classmethod
+    def label(cls, alpha: float = 0.0) -> str:
+        """The table row name: 'CRD', or 'CRD+KD' when the KD term is on (-a > 0)."""
+        name = cls.display_name or cls.key
+        return f"{name}+KD" if alpha and cls.default_alpha == 0 else name
 
-class DistillTask:
-    """The student's training step: teacher forward under inference_mode, then weighted losses."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, method: Distiller, gamma: float, alpha: float,
-                 beta: float, kd_T: float, stage: str = "main") -> None:
-        self.model = student
-        self.teacher = teacher
-        self.method = method
-        self.weights = {"ce": gamma, "kl": alpha, method.key: beta}
-        self.kd_loss = DistillKL(kd_T)
-        self.stage = stage
-        self.init_modules = method.init_modules(student) if stage == "init" else []
+# Flags several methods share (declared once, listed by each method that reads them).
+FEAT_DIM = Flag("--feat_dim", 128, "embedding size", minimum=1)
+NCE_K = Flag("--nce_k", 16384, "CRD negatives per anchor / RRD queue length", minimum=1)
+INIT_EPOCHS = Flag("--init_epochs", 30, "epochs of the init stage, before the main one", minimum=0)
 
-    def modules(self) -> list[nn.Module]:
-        """The student and the method's modules (their BatchNorm statistics are shared across ranks)."""
-        return [self.model, self.method]
 
-    def train_mode(self) -> None:
-        self.teacher.eval()
-        if self.stage == "init":
-            self.model.eval()
-            self.method.eval()
-            for module in self.init_modules:
-                module.train()
-            return
-        self.model.train()
-        self.method.train()
-        for module in self.method.frozen_modules():
-            module.eval()
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``-h`` group per set of methods sharing flags: e.g. 'FitNet' holds --hint_layer and
+    'CRD, RRD' holds --nce_k. Flags are declared by the method files (``flags``)."""
+    users: dict[str, list[str]] = {}
+    declared: dict[str, Flag] = {}
+    for method in METHODS.values():
+        for flag in method.flags:
+            if declared.setdefault(flag.name, flag) != flag:
+                raise ValueError(f"{flag.name} is declared differently by {', '.join(users[flag.name])} and "
+                                 f"{method.key}; declare it once (distiller_zoo/base.py) and share it")
+            users.setdefault(flag.name, []).append(method.label())
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for name, flag in declared.items():
+        owners = tuple(users[name])
+        if owners not in groups:
+            groups[owners] = parser.add_argument_group(f"{', '.join(owners)} (--distill "
+                                                       f"{' / '.join(m.key for m in METHODS.values() if m.label() in owners)})")
+        flag.add_to(groups[owners])
 
-    def _forward(self, images: Tensor, labels: Tensor, index: Tensor) -> Features:
-        method = self.method
-        if self.stage == "init" or (method.uses_features and method.has_method_loss):
-            student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
-            with torch.inference_mode():
-                teacher_feats, teacher_logits = self.teacher(images, is_feat=True, preact=method.uses_preact)
-            # inference tensors cannot be saved for backward: clone into normal tensors
-            teacher_feats = [f.clone() for f in teacher_feats]
-        else:
-            student_feats, student_logits = [], self.model(images)
-            with torch.inference_mode():
-                teacher_logits = self.teacher(images)
-            teacher_feats = []
-        return Features(student_feats, teacher_feats, student_logits, teacher_logits.clone(), labels, index)
 
-    def compute(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        features = self._forward(images, labels, index)
-        if self.stage == "init":
-            loss = self.method.init_loss(features)
-            return StepOutput(None, {self.method.key: loss}, loss)
-        losses: dict[str, Tensor] = {"ce": F.cross_entropy(features.student_logits, labels)}
-        if self.weights["kl"] > 0:
-            losses["kl"] = self.kd_loss(features.student_logits, features.teacher_logits)
-        if self.method.has_method_loss and self.weights[self.method.key] > 0:
-            losses[self.method.key] = self.method.loss(features)
-        total = sum(self.weights[name] * value for name, value in losses.items())
-        return StepOutput(features.student_logits, losses, total)
+def check_method_arguments(opt: argparse.Namespace) -> None:
+    """Range-check every method flag (UserError with the flag's name, range and default)."""
+    for method in METHODS.values():
+        for flag in method.flags:
+            if hasattr(opt, flag.dest):
+                flag.check(getattr(opt, flag.dest))
 
-    def after_step(self) -> None:
-        if self.stage == "main":
-            self.method.after_step()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"method": self.method.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "method" in state:
-            self.method.load_state_dict(state["method"])
+def resolve_method(name: str) -> type[Distiller]:
+    """The method registered as ``name`` or under the earlier name ``name`` (icd -> dcd)."""
+    if name in METHODS:
+        return METHODS[name]
+    for method in METHODS.values():
+        if name in method.aliases:
+            return method
+    raise UserError(f"Unknown --distill '{name}'. Choose one of: {', '.join(METHODS)} (README, 'Methods', says "
+                    "what each one is).")

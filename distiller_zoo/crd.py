@@ -1,22 +1,35 @@
-"""CRD: Tian et al., "Contrastive Representation Distillation", ICLR 2020."""
+"""CRD: Tian, Krishnan & Isola, "Contrastive Representation Distillation", ICLR 2020.
+
+The loss (``CRDLoss``) and its memory banks live in ``crd/``, where RepDistiller keeps them.
+"""
 from __future__ import annotations
 
 from torch import Tensor
 
 from crd.criterion import CRDLoss
 from crd.memory import ContrastSampler, bank_bytes
-from distiller_zoo.base import DistillContext, Distiller, Features, register
+from distiller_zoo.base import FEAT_DIM, NCE_K, DistillContext, Distiller, Features, Flag, register
 from helper.errors import UserError
 
 LARGE_BANK_BYTES = 2**28  # say how much memory the banks take from 256 MB on
 
 
-@register("crd")
-class CRD(Distiller):
+@register
+class ContrastiveRepresentation(Distiller):
     """NCE between student/teacher embeddings and momentum memory banks of the other network.
     Negatives (--nce_k, other classes only) are sampled on the device each step. Under torchrun the
     banks and the negatives equal those of one process training on the global batch."""
 
+    display_name = "CRD"
+    paper = "Tian, Krishnan & Isola, Contrastive Representation Distillation, ICLR 2020"
+    flags = (FEAT_DIM, NCE_K,
+             Flag("--nce_t", 0.07, "CRD temperature", above=0),
+             Flag("--nce_m", 0.5, "CRD memory momentum", minimum=0),
+             Flag("--mode", "exact", "CRD positives: the sample itself (exact) or a same-class sample (relax)",
+                  choices=("exact", "relax")),
+             Flag("--crd_bank_dtype", "fp32", "CRD memory banks: 2 x n_data x feat_dim values (ImageNet, fp32: "
+                  "1.3 GB; bf16: 0.66 GB)", choices=("fp32", "bf16", "fp16")))
+    sweep_with_kd = True
     default_beta = 0.8
 
     def __init__(self, context: DistillContext) -> None:
@@ -27,10 +40,9 @@ class CRD(Distiller):
         except ValueError as error:
             raise UserError(f"--nce_k {opt.nce_k} is too large for this dataset: {error}") from None
         self.criterion = CRDLoss(opt)
-        bank_dtype = getattr(opt, "crd_bank_dtype", "fp32")
-        size = bank_bytes(opt.n_data, opt.feat_dim, bank_dtype)
+        size = bank_bytes(opt.n_data, opt.feat_dim, opt.crd_bank_dtype)
         if size >= LARGE_BANK_BYTES:
-            print(f"CRD memory banks: 2 x {opt.n_data} x {opt.feat_dim} x {bank_dtype} = {size / 1e9:.2f} GB "
+            print(f"CRD memory banks: 2 x {opt.n_data} x {opt.feat_dim} x {opt.crd_bank_dtype} = {size / 1e9:.2f} GB "
                   "per process (--crd_bank_dtype bf16 halves it; --distill rrd keeps only --nce_k embeddings)")
 
     def loss(self, features: Features) -> Tensor:

@@ -1,17 +1,78 @@
-"""DCD: Giakoumoglou & Stathaki, "Discriminative and Consistent Representation Distillation", 2024."""
+"""DCD: Giakoumoglou & Stathaki, "Discriminative and Consistent Representation Distillation",
+arXiv:2407.11802, 2024.
+
+In-batch contrastive loss with a learnable temperature and bias plus a row/column consistency KL term."""
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
-from distiller_zoo.losses import DCDLoss
+from distiller_zoo.base import FEAT_DIM, DistillContext, Distiller, Features, Flag, register
+from helper import distributed
+
+__all__ = ["DCDLoss"]
 
 
-@register("dcd")
-class DCD(Distiller):
+class DCDLoss(nn.Module):
+    """CE(logits, diagonal) + alpha * KL(log_softmax(logits, 1) || softmax(logits, 0)^T, batchmean).
+
+    logits = S T^T * exp(tau).clamp(max=max_tau) + b, with S, T the L2-normalised linear embeds
+    (to opt.feat_dim) of student and teacher features and tau (init 1), b (init 0) learnable.
+    opt needs s_dim, t_dim, feat_dim. Shapes: f_s (B, s_dim), f_t (B, t_dim) -> scalar.
+
+    Under torchrun the contrast is in-batch, so it depends on what "the batch" is: by default each
+    rank contrasts its own B samples (B x B logits, as a single process with batch B). With
+    ``opt.dcd_gather`` (--dcd_gather) the embeddings of all ranks are gathered with autograd and
+    every rank computes the loss over the global batch (NB x NB logits), which after gradient
+    averaging equals single-process training with batch NB.
+    """
+
+    def __init__(
+        self,
+        opt: Any,
+        max_tau: float = 10.0,
+        alpha: float = 0.5,
+        init_tau: float = 1.0,
+        init_b: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.max_tau = max_tau
+        self.alpha = alpha
+        self.tau = nn.Parameter(torch.tensor(float(init_tau)))
+        self.b = nn.Parameter(torch.tensor(float(init_b)))
+        self.embed_s = nn.Linear(opt.s_dim, opt.feat_dim)
+        self.embed_t = nn.Linear(opt.t_dim, opt.feat_dim)
+        self.gather = bool(getattr(opt, "dcd_gather", False))
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        student = F.normalize(self.embed_s(f_s), dim=1)
+        teacher = F.normalize(self.embed_t(f_t), dim=1)
+        if self.gather:
+            student, teacher = distributed.all_gather_with_grad(student), distributed.all_gather_with_grad(teacher)
+        scale = self.tau.exp().clamp(max=self.max_tau)
+        logits = student @ teacher.t() * scale + self.b
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        contrastive = F.cross_entropy(logits, targets)
+        consistency = F.kl_div(
+            F.log_softmax(logits, dim=1), F.softmax(logits, dim=0).t(), reduction="batchmean"
+        )
+        return contrastive + self.alpha * consistency
+
+
+@register
+class DiscriminativeConsistent(Distiller):
     """In-batch contrastive CE over student-teacher embedding similarities with learnable
     temperature and bias, plus a KL consistency term (tau and b are trained)."""
 
+    display_name = "DCD"
+    paper = "Giakoumoglou & Stathaki, Discriminative and Consistent Representation Distillation, arXiv 2024"
+    flags = (FEAT_DIM, Flag("--dcd_gather", False, "torchrun: DCD contrasts over the global batch (all processes) instead of each process's"))
+    aliases = ("icd",)
+    sweep_with_kd = True
     default_beta = 1.0
 
     def __init__(self, context: DistillContext) -> None:

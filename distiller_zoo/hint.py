@@ -1,18 +1,35 @@
 """FitNet: Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015."""
 from __future__ import annotations
 
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
-from distiller_zoo.losses import HintLoss
+from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register
 from helper.errors import UserError
 from models.util import ConvReg
 
+__all__ = ["HintLoss"]
 
-@register("hint")
+
+class HintLoss(nn.Module):
+    """Mean squared error between the (regressed) student hint and the teacher hint.
+
+    Shapes: f_s, f_t of equal shape -> scalar. The regressor (ConvReg) lives in the method.
+    """
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(f_s, f_t)
+
+
+@register
 class Hint(Distiller):
     """MSE between ConvReg(student feats[hint_layer]) and teacher feats[hint_layer]."""
 
+    display_name = "FitNet"
+    paper = "Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015"
+    flags = (Flag("--hint_layer", 2, "feature index whose map the student regresses", minimum=0),)
     default_beta = 100.0
 
     def __init__(self, context: DistillContext) -> None:

@@ -39,11 +39,26 @@ class StepOutput:
     total: Tensor
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where training is: 1-based ``epoch`` of ``epochs`` and 0-based ``step`` of ``steps`` per epoch."""
+
+    epoch: int = 1
+    epochs: int = 1
+    step: int = 0
+    steps: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """Share of the stage's steps done before this one, in [0, 1)."""
+        return ((self.epoch - 1) * self.steps + self.step) / max(self.epochs * self.steps, 1)
+
+
 class Task(Protocol):
     model: nn.Module
 
     def train_mode(self) -> None: ...
-    def compute(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput: ...
+    def compute(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> StepOutput: ...
     def after_step(self) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -64,7 +79,7 @@ class ClassifierTask:
         for module in self.frozen:
             module.eval()
 
-    def compute(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+    def compute(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress = Progress()) -> StepOutput:
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
         return StepOutput(logits, {"ce": loss}, loss)
@@ -216,10 +231,10 @@ class EpochMeters:
 
 def train_step(task: Task, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, index: Tensor,
                autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-               scaler: torch.amp.GradScaler | None = None) -> StepOutput:
+               scaler: torch.amp.GradScaler | None = None, progress: Progress = Progress()) -> StepOutput:
     """One optimisation step of ``task`` on a batch (no host synchronisation)."""
     with autocast() if autocast else contextlib.nullcontext():
-        output = task.compute(images, labels, index)
+        output = task.compute(images, labels, index, progress)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(output.total).backward()
@@ -306,126 +321,181 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_lo
         config: FitConfig, resume: dict[str, Any] | None = None) -> FitResult:
     """Train ``task`` for ``config.epochs`` epochs (from ``resume`` when given), validating and
     checkpointing each epoch. Returns best/last accuracy; exits non-zero after a graceful stop."""
-    device = next(task.model.parameters()).device
-    autocast = autocast_factory(device, config.amp)
-    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
-    last_path = config.run_dir / f"{config.model_name}_last.pth"
-    best_path = config.run_dir / f"{config.model_name}_best.pth"
-
-    start_epoch, start_step, best_acc, last_acc = 1, 0, 0.0, 0.0
-    partial_meters: dict[str, Any] | None = None
-    main_rank = distributed.is_main()
-    if resume is not None and resume.get("stage", "main") == config.stage:
-        _check_world_size(resume)
-        task.model.load_state_dict(resume["model"])
-        task.load_state_dict(resume.get("task", {}))
-        optimizer.load_state_dict(resume["optimizer"])
-        if scaler is not None and "scaler" in resume:
-            scaler.load_state_dict(resume["scaler"])
-        best_acc, last_acc = resume.get("best_acc", 0.0), resume.get("accuracy", 0.0)
-        start_epoch = resume["epoch"] + 1
-        if resume.get("partial"):
-            start_epoch, start_step = resume["partial"]["epoch"], resume["partial"]["step"]
-            partial_meters = resume["partial"]["meters"] if main_rank else None  # the sums over all ranks
-        restore_rng_state(resume["rng"])
-        print(f"Resuming {config.stage} stage at epoch {start_epoch}"
-              + (f", step {start_step}" if start_step else "") + f" (best so far {best_acc:.2f})")
-
-    loss_columns: list[str] = []
-    logger: RunLogger | None = None
-    result = FitResult(best_acc, last_acc, start_epoch - 1)
-    if start_epoch > config.epochs:
-        return result
-
-    def checkpoint_state(epoch: int, accuracy: float, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-        state = {"model": task.model.state_dict(), "epoch": epoch, "accuracy": accuracy, "best_acc": best_acc,
-                 "optimizer": optimizer.state_dict(), "task": task.state_dict(), "rng": capture_rng_state(),
-                 "stage": config.stage, "partial": partial, "world_size": distributed.world_size(),
-                 **config.checkpoint_extra}
-        if scaler is not None:
-            state["scaler"] = scaler.state_dict()
-        return state
-
+    run = StageRun(task, optimizer, train_loader, test_loader, config)
+    start_epoch, start_step, partial_meters = run.restore(resume)
+    result = FitResult(run.best_acc, run.last_acc, start_epoch - 1)
     with GracefulStop() as stop:
         for epoch in range(start_epoch, config.epochs + 1):
-            lr = learning_rate_at(epoch, config.learning_rate, config.lr_decay_epochs, config.lr_decay_rate)
-            set_learning_rate(optimizer, lr)
-            task.train_mode()
-            meters = EpochMeters(device)
             first_step = start_step if epoch == start_epoch else 0
-            if first_step and partial_meters is not None:
-                meters.load_state_dict(partial_meters)
-            started = time.perf_counter()
-            steps = len(train_loader)
-            bar = tqdm(total=steps, initial=first_step, desc=f"{config.stage} epoch {epoch}/{config.epochs}",
-                       disable=not (config.progress and main_rank), leave=False, dynamic_ncols=True,
-                       mininterval=1.0, file=sys.stderr)
-            step = first_step
-            for step, (images, labels, index) in enumerate(train_loader.iterate(epoch, first_step), first_step):
-                output = train_step(task, optimizer, images, labels, index, autocast, scaler)
-                meters.update(output, labels, step)
-                bar.update(1)
-                done = step + 1
-                if done % config.print_freq == 0 or done == steps:
-                    meters.check_finite(epoch, last_path)
-                    running = meters.host()
-                    elapsed = time.perf_counter() - started
-                    images_per_s = meters.samples * distributed.world_size() / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{running['loss']:.3f}", acc=f"{running.get('acc', 0):.1f}",
-                                    img_s=f"{images_per_s:.0f}", lr=f"{lr:.4g}")
-                    if logger is not None and done % config.tb_freq == 0:
-                        logger.log_step(running, (epoch - 1) * steps + done)
-                if stop.agreed():
-                    if done < steps:
-                        meters.check_finite(epoch, last_path)
-                        partial = {"epoch": epoch, "step": done, "meters": meters.state_dict()}
-                        distributed.broadcast_norm_stats(_modules(task))
-                        if main_rank:
-                            save_checkpoint(checkpoint_state(epoch - 1, last_acc, partial), last_path)
-                        bar.close()
-                        _exit_after_stop(stop, last_path)
-                    break
-            bar.close()
-            meters.check_finite(epoch, last_path)
-            train = meters.host()
-            if not loss_columns:
-                loss_columns = [name for name in train if name not in ("loss", "acc")]
-                columns = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss",
-                           "best_acc", "epoch_seconds", *loss_columns]
-                filename = "metrics.csv" if config.stage == "main" else f"metrics_{config.stage}.csv"
-                if main_rank:
-                    logger = RunLogger(config.run_dir, config.tb_dir if config.stage == "main" else None, columns,
-                                       resume_epoch=start_epoch - 1, filename=filename)
-            distributed.broadcast_norm_stats(_modules(task))  # one model to validate and save
-            test = validate(task.model, test_loader, autocast) if config.validate_each_epoch and test_loader else {}
-            last_acc = test.get("test_acc1", 0.0)
-            improved = bool(test) and last_acc > best_acc
-            best_acc = max(best_acc, last_acc)
-            seconds = time.perf_counter() - started
-            row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train.get("acc", ""),
-                   **test, "best_acc": best_acc if test else "", "epoch_seconds": seconds,
-                   **{name: train[name] for name in loss_columns if name in train}}
-            if logger is not None:
-                logger.log_epoch(row)
-            images_per_s = meters.samples * distributed.world_size() / seconds
-            test_text = f" test acc@1 {last_acc:.2f} (best {best_acc:.2f})" if test else ""
-            print(f"[{config.stage}] epoch {epoch}/{config.epochs} lr {lr:.4g} loss {train['loss']:.4f}"
-                  f" train acc {train.get('acc', float('nan')):.2f}{test_text} | {seconds:.1f}s {images_per_s:.0f} img/s",
-                  flush=True)
-            result = FitResult(best_acc, last_acc, epoch)
-            if main_rank:
-                state = checkpoint_state(epoch, last_acc)
-                if improved:
-                    save_checkpoint(state, best_path)
-                if config.stage == "main" and epoch % config.save_freq == 0:
-                    save_checkpoint(state, config.run_dir / f"ckpt_epoch_{epoch}.pth")
-                save_checkpoint(state, last_path)
+            meters, seconds_started = run.train_epoch(epoch, first_step, partial_meters, stop)
+            result = run.finish_epoch(epoch, meters, seconds_started)
             if stop.agreed():
-                _exit_after_stop(stop, last_path)
-    if logger is not None:
-        logger.close()
+                _exit_after_stop(stop, run.last_path)
+    if run.logger is not None:
+        run.logger.close()
     distributed.barrier()
     return result
+
+
+class StageRun:
+    """The state of one stage while ``fit`` runs it: accuracies, paths, logger, precision."""
+
+    def __init__(self, task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_loader: Any | None,
+                 config: FitConfig) -> None:
+        self.task, self.optimizer, self.config = task, optimizer, config
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.device = next(task.model.parameters()).device
+        self.autocast = autocast_factory(self.device, config.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
+        self.last_path = config.run_dir / f"{config.model_name}_last.pth"
+        self.best_path = config.run_dir / f"{config.model_name}_best.pth"
+        self.best_acc, self.last_acc = 0.0, 0.0
+        self.main_rank = distributed.is_main()
+        self.logger: RunLogger | None = None
+        self.loss_columns: list[str] = []
+        self.resume_epoch = 0
+
+    def restore(self, resume: dict[str, Any] | None) -> tuple[int, int, dict[str, Any] | None]:
+        """Load a checkpoint of this stage; returns (first epoch, first step, the partial epoch's meters)."""
+        if resume is None or resume.get("stage", "main") != self.config.stage:
+            return 1, 0, None
+        _check_world_size(resume)
+        self.task.model.load_state_dict(resume["model"])
+        self.task.load_state_dict(resume.get("task", {}))
+        self.optimizer.load_state_dict(resume["optimizer"])
+        if self.scaler is not None and "scaler" in resume:
+            self.scaler.load_state_dict(resume["scaler"])
+        self.best_acc, self.last_acc = resume.get("best_acc", 0.0), resume.get("accuracy", 0.0)
+        start_epoch, start_step, partial_meters = resume["epoch"] + 1, 0, None
+        if resume.get("partial"):
+            start_epoch, start_step = resume["partial"]["epoch"], resume["partial"]["step"]
+            partial_meters = resume["partial"]["meters"] if self.main_rank else None  # the sums over all ranks
+        restore_rng_state(resume["rng"])
+        self.resume_epoch = start_epoch - 1
+        stage = "" if self.config.stage == "main" else f"{self.config.stage} stage "
+        print(f"Resuming {stage}at epoch {start_epoch}" + (f", step {start_step}" if start_step else "")
+              + f" (best so far {self.best_acc:.2f})")
+        return start_epoch, start_step, partial_meters
+
+    def checkpoint_state(self, epoch: int, accuracy: float, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+        state = {"model": self.task.model.state_dict(), "epoch": epoch, "accuracy": accuracy,
+                 "best_acc": self.best_acc, "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
+                 "rng": capture_rng_state(), "stage": self.config.stage, "partial": partial,
+                 "world_size": distributed.world_size(), **self.config.checkpoint_extra}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def train_epoch(self, epoch: int, first_step: int, partial_meters: dict[str, Any] | None,
+                    stop: GracefulStop) -> tuple[EpochMeters, float]:
+        """Train one epoch from ``first_step``; on a stop request mid-epoch, save and exit."""
+        config, steps = self.config, len(self.train_loader)
+        lr = learning_rate_at(epoch, config.learning_rate, config.lr_decay_epochs, config.lr_decay_rate)
+        set_learning_rate(self.optimizer, lr)
+        self.task.train_mode()
+        meters = EpochMeters(self.device)
+        if first_step and partial_meters is not None:
+            meters.load_state_dict(partial_meters)
+        started = time.perf_counter()
+        stage = "" if config.stage == "main" else f"{config.stage} "
+        bar = tqdm(total=steps, initial=first_step, desc=f"{stage}epoch {epoch}/{config.epochs}",
+                   disable=not (config.progress and self.main_rank), leave=False, dynamic_ncols=True,
+                   mininterval=1.0, file=sys.stderr)
+        for step, (images, labels, index) in enumerate(self.train_loader.iterate(epoch, first_step), first_step):
+            progress = Progress(epoch, config.epochs, step, steps)
+            output = train_step(self.task, self.optimizer, images, labels, index, self.autocast, self.scaler, progress)
+            meters.update(output, labels, step)
+            bar.update(1)
+            done = step + 1
+            if done % config.print_freq == 0 or done == steps:
+                self._report_running(meters, bar, lr, started, (epoch - 1) * steps + done, done, epoch)
+            if stop.agreed():
+                if done < steps:
+                    self._save_partial(epoch, done, meters, bar, stop)
+                break
+        bar.close()
+        return meters, started
+
+    def _report_running(self, meters: EpochMeters, bar: tqdm, lr: float, started: float, global_step: int,
+                        done: int, epoch: int) -> None:
+        meters.check_finite(epoch, self.last_path)
+        running = meters.host()
+        images_per_s = meters.samples * distributed.world_size() / max(time.perf_counter() - started, 1e-9)
+        postfix = {"loss": f"{running['loss']:.3f}", "img_s": f"{images_per_s:.0f}", "lr": f"{lr:.4g}"}
+        if "acc" in running:
+            postfix["acc"] = f"{running['acc']:.1f}"
+        bar.set_postfix(postfix)
+        if self.logger is not None and done % self.config.tb_freq == 0:
+            self.logger.log_step(running, global_step)
+
+    def _save_partial(self, epoch: int, done: int, meters: EpochMeters, bar: tqdm, stop: GracefulStop) -> None:
+        meters.check_finite(epoch, self.last_path)
+        partial = {"epoch": epoch, "step": done, "meters": meters.state_dict()}
+        distributed.broadcast_norm_stats(_modules(self.task))
+        if self.main_rank:
+            save_checkpoint(self.checkpoint_state(epoch - 1, self.last_acc, partial), self.last_path)
+        bar.close()
+        _exit_after_stop(stop, self.last_path)
+
+    def _open_logger(self, train: dict[str, float], scalars: dict[str, float]) -> None:
+        self.loss_columns = [name for name in train if name not in ("loss", "acc")]
+        columns = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss", "best_acc",
+                   "epoch_seconds", *self.loss_columns, *scalars]
+        filename = "metrics.csv" if self.config.stage == "main" else f"metrics_{self.config.stage}.csv"
+        if self.main_rank:
+            self.logger = RunLogger(self.config.run_dir, self.config.tb_dir if self.config.stage == "main" else None,
+                                    columns, resume_epoch=self.resume_epoch, filename=filename)
+
+    def finish_epoch(self, epoch: int, meters: EpochMeters, started: float) -> FitResult:
+        """Validate, log, print and checkpoint the epoch just trained."""
+        config = self.config
+        meters.check_finite(epoch, self.last_path)
+        train = meters.host()
+        scalars = _epoch_scalars(self.task)
+        if not self.loss_columns and self.logger is None:
+            self._open_logger(train, scalars)
+        distributed.broadcast_norm_stats(_modules(self.task))  # one model to validate and save
+        test = validate(self.task.model, self.test_loader, self.autocast) \
+            if config.validate_each_epoch and self.test_loader else {}
+        self.last_acc = test.get("test_acc1", 0.0)
+        improved = bool(test) and self.last_acc > self.best_acc
+        self.best_acc = max(self.best_acc, self.last_acc)
+        seconds = time.perf_counter() - started
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train.get("acc", ""), **test,
+               "best_acc": self.best_acc if test else "", "epoch_seconds": seconds,
+               **{name: train[name] for name in self.loss_columns if name in train}, **scalars}
+        if self.logger is not None:
+            self.logger.log_epoch(row)
+        print(_epoch_line(config, epoch, lr, train, test, self.best_acc, scalars, seconds,
+                          meters.samples * distributed.world_size() / seconds), flush=True)
+        if self.main_rank:
+            state = self.checkpoint_state(epoch, self.last_acc)
+            if improved:
+                save_checkpoint(state, self.best_path)
+            if config.stage == "main" and epoch % config.save_freq == 0:
+                save_checkpoint(state, config.run_dir / f"ckpt_epoch_{epoch}.pth")
+            save_checkpoint(state, self.last_path)
+        return FitResult(self.best_acc, self.last_acc, epoch)
+
+
+def _epoch_line(config: FitConfig, epoch: int, lr: float, train: dict[str, float], test: dict[str, float],
+                best_acc: float, scalars: dict[str, float], seconds: float, images_per_s: float) -> str:
+    """'epoch 3/240 lr 0.05 loss 1.2345 train acc 61.20 test acc@1 58.10 (best 58.10) | 12.3s 530 img/s'."""
+    stage = "" if config.stage == "main" else f"{config.stage} stage "
+    text = f"{stage}epoch {epoch}/{config.epochs} lr {lr:.4g} loss {train['loss']:.4f}"
+    if "acc" in train:
+        text += f" train acc {train['acc']:.2f}"
+    if test:
+        text += f" test acc@1 {test['test_acc1']:.2f} (best {best_acc:.2f})"
+    text += "".join(f" {name} {value:.4g}" for name, value in scalars.items())
+    return f"{text} | {seconds:.1f}s {images_per_s:.0f} img/s"
+
+
+def _epoch_scalars(task: Task) -> dict[str, float]:
+    """Per-epoch values a task reports beside its losses (e.g. a learned temperature)."""
+    scalars = getattr(task, "epoch_scalars", None)
+    return scalars() if callable(scalars) else {}
 
 
 def _modules(task: Task) -> list[nn.Module]:

@@ -26,7 +26,7 @@ from .resnetv2 import ResNet50
 from .shufflenetv1 import ShuffleV1
 from .shufflenetv2 import ShuffleV2
 from .torchvision_models import tv_mobilenet_v2, tv_resnet18, tv_resnet34, tv_resnet50
-from .util import ConvReg, Connector, Embed, LinearEmbed, Normalize, Paraphraser, Translator
+from .util import ConvReg, Connector, Embed, LinearEmbed, Normalize, Paraphraser, Translator, pool_to_smaller
 from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
 from .wrn import wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
 

@@ -146,7 +146,7 @@ def _building_blocks(rows: slice, scale: float) -> dict[str, torch.Tensor]:
     averaged over ranks (``scale`` = 1 / ranks turns the rank's input gradients into the global ones)."""
     from crd.criterion import CRDLoss
     from crd.memory import ContrastSampler
-    from distiller_zoo.losses import DCDLoss, RRDLoss
+    from distiller_zoo import DCDLoss, RRDLoss
     from helper import distributed
 
     data = _inputs(0)

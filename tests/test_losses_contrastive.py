@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from distiller_zoo.losses import DCDLoss, RRDLoss
+from distiller_zoo import DCDLoss, RRDLoss
 from helpers import numeric_gradient
 
 TOL = 1e-5

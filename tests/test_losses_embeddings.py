@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from distiller_zoo.losses import PKT, Correlation, DistillKL, RKDLoss, Similarity
+from distiller_zoo import PKT, Correlation, DistillKL, RKDLoss, Similarity
 from helpers import numeric_gradient, torch_value_and_grad
 
 TOL = 1e-5

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from distiller_zoo.losses import ABLoss, Attention, FactorTransfer, FSP, HintLoss, NSTLoss, VIDLoss
+from distiller_zoo import ABLoss, Attention, FactorTransfer, FSP, HintLoss, NSTLoss, VIDLoss
 from helpers import numeric_gradient, torch_value_and_grad
 
 TOL = 1e-5

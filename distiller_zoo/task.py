@@ -1,0 +1,87 @@
+"""The student's training step: teacher forward without gradients, then the weighted losses
+``gamma*CE + alpha*KD + beta*method`` (Hinton et al. 2015 for the KD term)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distiller_zoo.base import Distiller, Features
+from distiller_zoo.kd import DistillKL
+from helper.loop import Progress, StepOutput
+
+
+class DistillTask:
+    """One stage ('main', or the 'init' pre-training of abound/factor/fsp) of distilling into ``student``."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, method: Distiller, gamma: float, alpha: float,
+                 beta: float, kd_T: float, stage: str = "main") -> None:
+        self.model = student
+        self.teacher = teacher
+        self.method = method
+        self.weights = {"ce": gamma, "kl": alpha, method.key: beta}
+        self.kd_loss = DistillKL(kd_T)
+        self.stage = stage
+        self.init_modules = method.init_modules(student) if stage == "init" else []
+
+    def modules(self) -> list[nn.Module]:
+        """The student and the method's modules (their BatchNorm statistics are shared across ranks)."""
+        return [self.model, self.method]
+
+    def train_mode(self) -> None:
+        self.teacher.eval()
+        if self.stage == "init":
+            self.model.eval()
+            self.method.eval()
+            for module in self.init_modules:
+                module.train()
+            return
+        self.model.train()
+        self.method.train()
+        for module in self.method.frozen_modules():
+            module.eval()
+
+    def _forward(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> Features:
+        method = self.method
+        if self.stage == "init" or (method.uses_features and method.has_method_loss):
+            student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
+            with torch.inference_mode():
+                teacher_feats, teacher_logits = self.teacher(images, is_feat=True, preact=method.uses_preact)
+            # inference tensors cannot be saved for backward: clone into normal tensors
+            teacher_feats = [f.clone() for f in teacher_feats]
+        else:
+            student_feats, student_logits = [], self.model(images)
+            with torch.inference_mode():
+                teacher_logits = self.teacher(images)
+            teacher_feats = []
+        return Features(student_feats, teacher_feats, student_logits, teacher_logits.clone(), labels, index,
+                        progress)
+
+    def compute(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress = Progress()) -> StepOutput:
+        features = self._forward(images, labels, index, progress)
+        if self.stage == "init":
+            loss = self.method.init_loss(features)
+            return StepOutput(None, {self.method.key: loss}, loss)
+        losses: dict[str, Tensor] = {"ce": F.cross_entropy(features.student_logits, labels)}
+        if self.weights["kl"] > 0:
+            losses["kl"] = self.kd_loss(features.student_logits, features.teacher_logits)
+        if self.method.has_method_loss and self.weights[self.method.key] > 0:
+            losses[self.method.key] = self.method.loss(features)
+        total = sum(self.weights[name] * value for name, value in losses.items())
+        return StepOutput(features.student_logits, losses, total)
+
+    def after_step(self) -> None:
+        if self.stage == "main":
+            self.method.after_step()
+
+    def epoch_scalars(self) -> dict[str, float]:
+        return self.method.epoch_scalars() if self.stage == "main" else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.method.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "method" in state:
+            self.method.load_state_dict(state["method"])
