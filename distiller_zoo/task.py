@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distiller_zoo.base import Distiller, Features
-from distiller_zoo.kd import DistillKL
+from distiller_zoo.kd import kd_loss
 from helper.loop import Progress, StepOutput
 
 
@@ -17,12 +17,12 @@ class DistillTask:
     """One stage ('main', or the 'init' pre-training of abound/factor/fsp) of distilling into ``student``."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, method: Distiller, gamma: float, alpha: float,
-                 beta: float, kd_T: float, stage: str = "main") -> None:
+                 beta: float, kd_T: float, stage: str = "main", logit_stand: bool = False) -> None:
         self.model = student
         self.teacher = teacher
         self.method = method
         self.weights = {"ce": gamma, "kl": alpha, method.key: beta}
-        self.kd_loss = DistillKL(kd_T)
+        self.kd_T, self.logit_stand = kd_T, logit_stand
         self.stage = stage
         self.init_modules = method.init_modules(student) if stage == "init" else []
 
@@ -66,7 +66,7 @@ class DistillTask:
             return StepOutput(None, {self.method.key: loss}, loss)
         losses: dict[str, Tensor] = {"ce": F.cross_entropy(features.student_logits, labels)}
         if self.weights["kl"] > 0:
-            losses["kl"] = self.kd_loss(features.student_logits, features.teacher_logits)
+            losses["kl"] = kd_loss(features.student_logits, features.teacher_logits, self.kd_T, self.logit_stand)
         if self.method.has_method_loss and self.weights[self.method.key] > 0:
             losses[self.method.key] = self.method.loss(features)
         total = sum(self.weights[name] * value for name, value in losses.items())
