@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dataset.build import build_data
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
 from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method
 from helper import distributed
@@ -22,7 +23,7 @@ from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
 from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
-from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
+from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from models import all_model_dict, identify_arch, imagenet_model_dict
 
 

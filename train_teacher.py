@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dataset.build import build_data
 from helper import distributed
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
-from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
+from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from models import all_model_dict
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from torch import nn
 
+from dataset.build import build_data
 from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import add_training_args, finalize_training_args, resolve_resume
-from helper.runner import build_data, make_optimizer, prepare_model, run_stage, setup
+from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from models import classifier_key, get_classifier, model_dict, set_classifier
 
 

@@ -5,7 +5,7 @@
 
 Builds ``opt`` with ``train_student.parse_args`` (a random-init teacher checkpoint and a generated
 CIFAR-100 in the official pickle format, both cached under the system temp folder), then
-``helper.runner.setup`` / ``build_data``, ``train_student.build_models`` / ``main_stage``, and runs
+``helper.runner.setup`` / ``dataset.build.build_data``, ``train_student.build_models`` / ``main_stage``, and runs
 ``helper.loop.train_step`` (plus the loop's per-step ``EpochMeters.update``) on batches of
 ``train_loader.iterate(epoch)``: the training loop minus the progress bar and checkpoints.
 
@@ -43,7 +43,8 @@ import train_student  # noqa: E402
 from datagen import write_cifar100  # noqa: E402
 from helper.loop import EpochMeters, autocast_factory, train_step  # noqa: E402
 from helper.options import cpu_count  # noqa: E402
-from helper.runner import build_data, setup  # noqa: E402
+from dataset.build import build_data
+from helper.runner import setup  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

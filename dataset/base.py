@@ -8,10 +8,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from helper.checkpoint import save_checkpoint
+from helper.errors import UserError
+
 IMAGE_SIZE = 32  # every split is stored at the CIFAR resolution
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """Missing or unreadable dataset files; the message is one paragraph saying what to do."""
 
 
@@ -74,6 +77,4 @@ def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE, chunk: int = 1024
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp file beside ``path``, then ``os.replace``: readers never see half a file."""
-    from helper.checkpoint import save_checkpoint
-
     save_checkpoint(obj, path)

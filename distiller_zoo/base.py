@@ -116,7 +116,8 @@ class Distiller(nn.Module):
     default_alpha: ClassVar[float] = 0.0       # -a when omitted
     default_beta: ClassVar[float] = 0.0        # -b when omitted
     sweep_with_kd: ClassVar[bool] = False      # the sweep also runs KEY+kd (-r 1 -a 1 -b default)
-    published: ClassVar[dict[str, float]] = {}  # CIFAR-100 top-1 (%) reported by the authors, per pair
+    # CIFAR-100 top-1 (%) the authors report, per "teacher->student" pair ("...+KD": the run with -a 1)
+    published: ClassVar[dict[str, float]] = {}
     uses_features: ClassVar[bool] = True       # False: logits only (no is_feat forward)
     uses_preact: ClassVar[bool] = False        # features taken before the stage's last ReLU
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only

@@ -42,6 +42,21 @@ class ProbabilisticTransfer(Distiller):
     display_name = "PKT"
     paper = "Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge Transfer, ECCV 2018"
     default_beta = 30000.0
+    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
+    published = {
+        "wrn_40_2->wrn_16_2": 74.54,
+        "wrn_40_2->wrn_40_1": 73.45,
+        "resnet56->resnet20": 70.34,
+        "resnet110->resnet20": 70.25,
+        "resnet110->resnet32": 72.61,
+        "resnet32x4->resnet8x4": 73.64,
+        "vgg13->vgg8": 72.88,
+        "vgg13->MobileNetV2": 67.13,
+        "ResNet50->MobileNetV2": 66.52,
+        "ResNet50->vgg8": 73.01,
+        "resnet32x4->ShuffleV1": 74.10,
+        "resnet32x4->ShuffleV2": 74.69,
+        "wrn_40_2->ShuffleV1": 73.89}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -65,6 +65,21 @@ class RelationalKD(Distiller):
     display_name = "RKD"
     paper = "Park et al., Relational Knowledge Distillation, CVPR 2019"
     default_beta = 1.0
+    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
+    published = {
+        "wrn_40_2->wrn_16_2": 73.35,
+        "wrn_40_2->wrn_40_1": 72.22,
+        "resnet56->resnet20": 69.61,
+        "resnet110->resnet20": 69.25,
+        "resnet110->resnet32": 71.82,
+        "resnet32x4->resnet8x4": 71.90,
+        "vgg13->vgg8": 71.48,
+        "vgg13->MobileNetV2": 64.52,
+        "ResNet50->MobileNetV2": 64.43,
+        "ResNet50->vgg8": 71.50,
+        "resnet32x4->ShuffleV1": 72.28,
+        "resnet32x4->ShuffleV2": 73.21,
+        "wrn_40_2->ShuffleV1": 72.21}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -184,14 +184,6 @@ class _AllReduceWithGrad(Function):
         return total
 
 
-def local_rows(tensor: Tensor) -> Tensor:
-    """This rank's rows of a tensor gathered with ``all_gather`` (equal-sized slices)."""
-    if not is_distributed():
-        return tensor
-    rows = tensor.shape[0] // world_size()
-    return tensor[rank() * rows:(rank() + 1) * rows]
-
-
 @torch.no_grad()
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:
     """Average the gradients of ``optimizer``'s parameters over ranks (bucketed all-reduce).

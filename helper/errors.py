@@ -14,26 +14,15 @@ class UserError(Exception):
     """A problem with flags, files or checkpoints that the user can fix; the message says how."""
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UserError]
-    try:  # the dataset package defines its own error for missing/corrupt files
-        from dataset.base import DatasetError
-
-        types.append(DatasetError)
-    except ImportError:  # pragma: no cover - dataset package always present in the repo
-        pass
-    return tuple(types)
-
-
 def report_user_errors(main: F) -> F:
-    """Decorator for entry points: print UserError/DatasetError as ``error: ...`` and exit with status 2
+    """Decorator for entry points: print a UserError as ``error: ...`` and exit with status 2
     (under torchrun only rank 0 prints: every rank meets the same error)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except _user_error_types() as error:
+        except UserError as error:  # dataset.DatasetError is one too
             if os.environ.get("RANK", "0") == "0":
                 message = textwrap.fill(str(error), width=100, break_long_words=False, break_on_hyphens=False)
                 print(f"error: {message}", file=sys.stderr)

@@ -1,8 +1,7 @@
-"""Building blocks the three entry scripts share: device/seed set-up, data, optimizer, and the run."""
+"""Building blocks the three entry scripts share: device/seed set-up, optimizer, and the run."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,7 +11,6 @@ import torch
 from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
-from helper.options import check_batch_size
 from helper.util import configure_threads, resolve_device, set_seed
 
 
@@ -36,34 +34,6 @@ def setup(opt: argparse.Namespace) -> torch.device:
 def lr_factor(opt: argparse.Namespace) -> float:
     """The --lr_scaling multiplier of every stage's learning rate (1 in a single process)."""
     return float(distributed.world_size()) if getattr(opt, "lr_scaling", "none") == "linear" else 1.0
-
-
-def build_data(opt: argparse.Namespace, device: torch.device) -> tuple[Any, Any, Any]:
-    """Load ``opt.dataset`` from ``opt.data_folder`` and return (data, train_loader, test_loader);
-    under torchrun the loaders yield this rank's share of each batch."""
-    rank, processes = distributed.rank(), distributed.world_size()
-    if opt.dataset == "imagenet":
-        from dataset.imagenet import load_imagenet, make_imagenet_loaders
-
-        data = load_imagenet(opt.data_folder)
-        check_batch_size(opt.batch_size, data.num_train, opt.dataset, processes)
-        train_loader, test_loader = make_imagenet_loaders(
-            data, opt.batch_size, device, image_size=opt.image_size, num_workers=opt.num_workers, seed=opt.seed,
-            decode=opt.decode, channels_last=opt.channels_last, rank=rank, world_size=processes)
-        return data, train_loader, test_loader
-    from dataset import load_dataset, make_loaders
-
-    download = os.environ.get("DISTILLERS_OFFLINE", "0") != "1"
-    if processes > 1:  # rank 0 downloads what is missing while the others wait, then they read it
-        if distributed.is_main():
-            load_dataset(opt.dataset, opt.data_folder, download=download)
-        distributed.barrier()
-    data = load_dataset(opt.dataset, opt.data_folder, download=download and processes == 1)
-    check_batch_size(opt.batch_size, int(data.train_labels.shape[0]), opt.dataset, processes)
-    train_loader, test_loader = make_loaders(data, opt.batch_size, device, loader=opt.loader,
-                                             num_workers=opt.num_workers, seed=opt.seed,
-                                             channels_last=opt.channels_last, rank=rank, world_size=processes)
-    return data, train_loader, test_loader
 
 
 def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch.device,

@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helper.summary import read_state  # noqa: E402  (memory-mapped, weights_only checkpoint read)
+from reporting.summary import read_state  # noqa: E402  (memory-mapped, weights_only checkpoint read)
 
 
 def status_of(last: Path, epochs: int) -> str:

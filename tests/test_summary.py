@@ -1,4 +1,4 @@
-"""helper.summary on synthetic run folders with known numbers."""
+"""reporting.summary on synthetic run folders with known numbers."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helper.summary import main, summarize
+from reporting.summary import main, summarize
 
 COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss", "best_acc",
            "epoch_seconds", "ce", "kl"]

@@ -100,7 +100,7 @@ def test_distill_sweep_smoke_skip_and_summary(cifar_folder: Path, tmp_path: Path
     assert len(skips) == 2 and all(any(name in line for line in skips) for name in names), again.stdout
     assert "+ " not in again.stdout  # nothing was started
 
-    summary = subprocess.run([sys.executable, "-m", "helper.summary", str(save)], cwd=REPO, capture_output=True,
+    summary = subprocess.run([sys.executable, "-m", "reporting.summary", str(save)], cwd=REPO, capture_output=True,
                              text=True, timeout=120)
     assert summary.returncode == 0, summary.stderr
     with open(save / "summary.csv", newline="") as handle:
@@ -128,7 +128,7 @@ def test_transfer_sweep_finds_its_runs(stl10_folder: Path, tmp_path: Path) -> No
     again = _sh("sh scripts/run_transfer.sh", **env)
     assert again.returncode == 0 and "skip transfer resnet8 stl10 trial 1: finished" in again.stdout, again.stdout
 
-    from helper.summary import summarize
+    from reporting.summary import summarize
 
     summarize(save, formats="csv")
     with open(save / "summary.csv", newline="") as handle:

@@ -1,6 +1,6 @@
 """Summarise the runs under a save folder: mean ± std over trials, the paper-layout table, curves.
 
-    python -m helper.summary save/ [--out DIR] [--format md|csv|both] [--plot]
+    python -m reporting.summary save/ [--out DIR] [--format md|csv|both] [--plot]
 
 Scans ``student/student_model/*`` (distillation), ``models/*`` (teachers and students trained from
 scratch) and ``transfer/**`` (linear transfer), reading each run's ``metrics.csv`` and the saved
@@ -23,13 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from distiller_zoo import METHODS
 from helper.errors import UserError, report_user_errors
 
-METHOD_LABELS = {"kd": "KD", "hint": "FitNet", "attention": "AT", "similarity": "SP", "correlation": "CC",
-                 "vid": "VID", "rkd": "RKD", "pkt": "PKT", "abound": "AB", "factor": "FT", "fsp": "FSP",
-                 "nst": "NST", "crd": "CRD", "rrd": "RRD", "dcd": "DCD"}
-PAPER_COLUMNS = ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD", "CRD+KD",
-                 "RRD", "RRD+KD", "DCD", "DCD+KD"]
 PAPER_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", "resnet20"),
                ("resnet110", "resnet20"), ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
                ("vgg13", "MobileNetV2"), ("ResNet50", "MobileNetV2"), ("ResNet50", "vgg8"),
@@ -281,26 +277,31 @@ def scan(save_folder: Path) -> list[Run]:
 # grouping and labels
 
 def method_label(method: str, alpha: float | None) -> str:
-    """'crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD'; 'vanilla' stays."""
-    base = METHOD_LABELS.get(method, method)
-    if method not in ("kd", "vanilla", "published") and alpha:
-        return f"{base}+KD"
-    return base
+    """The papers' name of a --distill key ('crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD');
+    'vanilla', 'published' and unknown keys stay as they are."""
+    return METHODS[method].label(alpha or 0.0) if method in METHODS else method
 
 
-def _default_beta(method: str) -> float | None:
-    try:
-        from distiller_zoo import METHODS
-    except ImportError:  # pragma: no cover - the package is part of the repo
-        return None
-    return METHODS[method].default_beta if method in METHODS else None
+def paper_columns() -> list[str]:
+    """The method columns of the paper-layout table, in the registry's order (KEY+KD after KEY
+    for the methods swept with a KD term too)."""
+    columns = []
+    for method in METHODS.values():
+        columns.append(method.label())
+        if method.sweep_with_kd:
+            columns.append(method.label(alpha=1.0))
+    return columns
 
 
 def is_canonical(method: str, gamma: float | None, alpha: float | None, beta: float | None) -> bool:
-    """The weights of the paper tables: kd -r 0.1 -a 0.9 -b 0; X -r 1 -a 0|1 -b <X's default>."""
-    if method == "kd":
-        return (gamma, alpha, beta) == (0.1, 0.9, 0.0)
-    return gamma == 1.0 and alpha in (0.0, 1.0) and beta is not None and beta == _default_beta(method)
+    """The weights of the paper tables: the method's defaults (kd: -r 0.1 -a 0.9 -b 0), or, for a
+    method without a KD term, the same plus -a 1 (the +KD rows)."""
+    if method not in METHODS:
+        return False
+    cls = METHODS[method]
+    if (gamma, beta) != (cls.default_gamma, cls.default_beta):
+        return False
+    return alpha == cls.default_alpha or (cls.default_alpha == 0 and alpha == 1.0)
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
@@ -323,7 +324,8 @@ def _pair_order(teacher: str, student: str) -> tuple:
 
 
 def _column_order(column: str) -> tuple:
-    return (PAPER_COLUMNS.index(column), column) if column in PAPER_COLUMNS else (len(PAPER_COLUMNS), column)
+    columns = paper_columns()
+    return (columns.index(column), column) if column in columns else (len(columns), column)
 
 
 def _group_order(group: Group) -> tuple:
@@ -576,8 +578,8 @@ def summarize(save_folder: Path, out: Path | None = None, formats: str = "both",
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> None:
-    """``python -m helper.summary [save_folder] [--out DIR] [--format md|csv|both] [--plot]``."""
-    parser = argparse.ArgumentParser(prog="python -m helper.summary",
+    """``python -m reporting.summary [save_folder] [--out DIR] [--format md|csv|both] [--plot]``."""
+    parser = argparse.ArgumentParser(prog="python -m reporting.summary",
                                      description="Mean ± std over trials of every run under a save folder.")
     parser.add_argument("save_folder", nargs="?", default="./save", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="where summary.md/.csv go (default: the save folder)")

@@ -1,0 +1,130 @@
+"""The registry is the single source of truth: every method is one file, and a new file is picked up
+by the flags, training, resume, the summary and the README without any other edit."""
+from __future__ import annotations
+
+import ast
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import distiller_zoo
+from distiller_zoo import METHODS
+from distiller_zoo.base import resolve_method
+from helper.errors import UserError
+from helpers import ROOT, write_published_teacher
+from reporting import method_table
+
+HISTORICAL_LOSSES = ["DistillKL", "HintLoss", "Attention", "Similarity", "Correlation", "VIDLoss", "RKDLoss", "PKT",
+                     "ABLoss", "FactorTransfer", "FSP", "NSTLoss", "DCDLoss", "RRDLoss"]
+SEED_KEYS = ["kd", "hint", "attention", "similarity", "correlation", "vid", "crd", "rkd", "pkt", "abound", "factor",
+             "fsp", "nst", "rrd", "dcd"]
+
+
+def test_seed_keys_and_historical_loss_names() -> None:
+    assert set(SEED_KEYS) <= set(METHODS)
+    for name in HISTORICAL_LOSSES:
+        assert isinstance(getattr(distiller_zoo, name), type), name
+    from crd.criterion import CRDLoss  # noqa: F401  (RepDistiller's home of CRD)
+
+
+@pytest.mark.parametrize("key", list(METHODS))
+def test_each_method_is_one_documented_file(key: str) -> None:
+    method = METHODS[key]
+    path = ROOT / "distiller_zoo" / f"{key}.py"
+    assert method.__module__ == f"distiller_zoo.{key}" and path.is_file()
+    docstring = ast.get_docstring(ast.parse(path.read_text()))
+    assert docstring and method.display_name and method.paper, key
+    assert method.label() == method.display_name
+    for flag in method.flags:
+        flag.check(flag.default)  # defaults are in range
+
+
+def test_readme_tables_match_the_registry() -> None:
+    tables = method_table.readme_tables((ROOT / "README.md").read_text())
+    assert tables["methods"] == method_table.methods_table(), "run: python -m reporting.method_table --write"
+    assert tables["published"] == method_table.published_table(), "run: python -m reporting.method_table --write"
+    for key in METHODS:
+        assert f"`{key}`" in tables["methods"]
+
+
+def test_aliases_and_unknown_keys() -> None:
+    assert resolve_method("icd") is METHODS["dcd"] and resolve_method("rcd") is METHODS["rrd"]
+    with pytest.raises(UserError, match="Choose one of: kd"):
+        resolve_method("nope")
+
+
+THROWAWAY = '''"""TMP: a throw-away method written by tests/test_registry.py (deleted afterwards)."""
+import torch.nn.functional as F
+from torch import Tensor
+
+from distiller_zoo.base import Distiller, Features, Flag, register
+
+
+@register
+class Throwaway(Distiller):
+    display_name = "TMPKD"
+    paper = "nobody, a test, 2026"
+    flags = (Flag("--tmp_ramp", 2, "epochs over which the loss weight grows", minimum=1),)
+    default_beta = 0.5
+    uses_features = False
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.ramp = context.opt.tmp_ramp
+
+    def loss(self, features: Features) -> Tensor:
+        weight = min(features.progress.epoch / self.ramp, 1.0)
+        return weight * F.mse_loss(features.student_logits, features.teacher_logits)
+'''
+
+
+@pytest.fixture
+def throwaway_key() -> str:
+    key = "zz_throwaway"
+    path = ROOT / "distiller_zoo" / f"{key}.py"
+    path.write_text(THROWAWAY)
+    try:
+        yield key
+    finally:
+        path.unlink()
+
+
+def _python(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _argv(teacher: Path, data: Path, save: Path, key: str, epochs: int, *extra: str) -> list[str]:
+    return ["train_student.py", "--path_t", str(teacher), "--distill", key, "--model_s", "resnet8", "--epochs",
+            str(epochs), "--lr_decay_epochs", "1", "--data_folder", str(data), "--save_folder", str(save),
+            "--device", "cpu", "--no_progress", "--seed", "3", *extra]
+
+
+@pytest.mark.slow
+def test_a_new_method_file_is_all_it_takes(throwaway_key: str, cifar_folder: Path, tmp_path: Path) -> None:
+    help_text = _python("train_student.py", "-h").stdout
+    assert "TMPKD (--distill zz_throwaway)" in help_text and "--tmp_ramp" in help_text
+    refused = _python("train_student.py", "--distill", throwaway_key, "--tmp_ramp", "0", check=False)
+    assert refused.returncode == 2 and "--tmp_ramp must be >= 1" in refused.stderr
+    teacher = write_published_teacher(tmp_path / "teacher", "resnet8")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _python(*_argv(teacher, cifar_folder, straight, throwaway_key, 2))
+    _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 1))
+    _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 2, "--resume", "auto"))
+    (run_dir,) = (straight / "student" / "student_model").iterdir()
+    (resumed_dir,) = (resumed / "student" / "student_model").iterdir()
+    assert run_dir.name.startswith("zz_throwaway_cifar100_S_resnet8_T_resnet8_r_1_a_0_b_0.5_trial_0")
+    a, b = (torch.load(d / "resnet8_last.pth", weights_only=True) for d in (run_dir, resumed_dir))
+    for name, value in a["model"].items():  # the epoch-dependent weight is the same after --resume auto
+        assert torch.equal(value, b["model"][name]), name
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and float(rows[0]["zz_throwaway"]) > 0
+    summary = _python("-m", "reporting.summary", str(straight)).stdout
+    assert "TMPKD" in summary
