@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
+from distiller_zoo.base import Distiller, Features, register
 from models.util import pool_to_smaller
 
 __all__ = ["Attention"]
@@ -44,6 +44,7 @@ class AttentionTransfer(Distiller):
     display_name = "AT"
     paper = "Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017"
     default_beta = 1000.0
+    criterion = Attention()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
     published = {
         "wrn_40_2->wrn_16_2": 74.08,
@@ -59,10 +60,6 @@ class AttentionTransfer(Distiller):
         "resnet32x4->ShuffleV1": 71.73,
         "resnet32x4->ShuffleV2": 72.73,
         "wrn_40_2->ShuffleV1": 73.32}
-
-    def __init__(self, context: DistillContext) -> None:
-        super().__init__(context)
-        self.criterion = Attention()
 
     def loss(self, features: Features) -> Tensor:
         return sum(self.criterion(features.student[1:-1], features.teacher[1:-1]))

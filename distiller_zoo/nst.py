@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
+from distiller_zoo.base import Distiller, Features, register
 from models.util import pool_to_smaller
 
 __all__ = ["NSTLoss"]
@@ -49,6 +49,7 @@ class NeuronSelectivity(Distiller):
     display_name = "NST"
     paper = "Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity Transfer, arXiv 2017"
     default_beta = 50.0
+    criterion = NSTLoss()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
     published = {
         "wrn_40_2->wrn_16_2": 73.68,
@@ -64,10 +65,6 @@ class NeuronSelectivity(Distiller):
         "resnet32x4->ShuffleV1": 74.12,
         "resnet32x4->ShuffleV2": 74.68,
         "wrn_40_2->ShuffleV1": 74.89}
-
-    def __init__(self, context: DistillContext) -> None:
-        super().__init__(context)
-        self.criterion = NSTLoss()
 
     def loss(self, features: Features) -> Tensor:
         return sum(self.criterion(features.student[1:-1], features.teacher[1:-1]))

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
+from distiller_zoo.base import Distiller, Features, register
 
 __all__ = ["PKT"]
 
@@ -42,6 +42,7 @@ class ProbabilisticTransfer(Distiller):
     display_name = "PKT"
     paper = "Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge Transfer, ECCV 2018"
     default_beta = 30000.0
+    criterion = PKT()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
     published = {
         "wrn_40_2->wrn_16_2": 74.54,
@@ -57,10 +58,6 @@ class ProbabilisticTransfer(Distiller):
         "resnet32x4->ShuffleV1": 74.10,
         "resnet32x4->ShuffleV2": 74.69,
         "wrn_40_2->ShuffleV1": 73.89}
-
-    def __init__(self, context: DistillContext) -> None:
-        super().__init__(context)
-        self.criterion = PKT()
 
     def loss(self, features: Features) -> Tensor:
         return self.criterion(features.student[-1], features.teacher[-1])

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
+from distiller_zoo.base import Distiller, Features, register
 
 __all__ = ["RKDLoss"]
 
@@ -65,6 +65,7 @@ class RelationalKD(Distiller):
     display_name = "RKD"
     paper = "Park et al., Relational Knowledge Distillation, CVPR 2019"
     default_beta = 1.0
+    criterion = RKDLoss()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
     published = {
         "wrn_40_2->wrn_16_2": 73.35,
@@ -80,10 +81,6 @@ class RelationalKD(Distiller):
         "resnet32x4->ShuffleV1": 72.28,
         "resnet32x4->ShuffleV2": 73.21,
         "wrn_40_2->ShuffleV1": 72.21}
-
-    def __init__(self, context: DistillContext) -> None:
-        super().__init__(context)
-        self.criterion = RKDLoss()
 
     def loss(self, features: Features) -> Tensor:
         return self.criterion(features.student[-1], features.teacher[-1])

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, register
+from distiller_zoo.base import Distiller, Features, register
 
 __all__ = ["Similarity"]
 
@@ -39,6 +39,7 @@ class SimilarityPreserving(Distiller):
     display_name = "SP"
     paper = "Tung & Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019"
     default_beta = 3000.0
+    criterion = Similarity()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
     published = {
         "wrn_40_2->wrn_16_2": 73.83,
@@ -54,10 +55,6 @@ class SimilarityPreserving(Distiller):
         "resnet32x4->ShuffleV1": 73.48,
         "resnet32x4->ShuffleV2": 74.56,
         "wrn_40_2->ShuffleV1": 74.52}
-
-    def __init__(self, context: DistillContext) -> None:
-        super().__init__(context)
-        self.criterion = Similarity()
 
     def loss(self, features: Features) -> Tensor:
         return sum(self.criterion([features.student[-2]], [features.teacher[-2]]))
