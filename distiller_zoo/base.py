@@ -167,7 +167,8 @@ class Distiller(nn.Module):
 FEAT_DIM = Flag("--feat_dim", 128, "embedding size", minimum=1)
 NCE_K = Flag("--nce_k", 16384, "CRD negatives per anchor / RRD queue length", minimum=1)
 LOGIT_STAND = Flag("--logit_stand", False, "z-score each sample's logits before the temperature in the KD "
-                   "term (Sun et al., Logit Standardization in KD, CVPR 2024)")
+                   "term (-a) and in the logit losses that support it (Sun et al., Logit Standardization in KD, "
+                   "CVPR 2024)")
 INIT_EPOCHS = Flag("--init_epochs", 30, "epochs of the init stage, before the main one", minimum=0)
 
 
