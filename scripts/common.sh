@@ -76,6 +76,7 @@ method_weights() {
         pkt) METHOD_B=30000 ;;
         factor) METHOD_B=200 ;;
         fsp | nst) METHOD_B=50 ;;
+        kdsvd) METHOD_B=1 ;;
         *) return 1 ;;
     esac
     if [ "$METHOD_KEY" != "$1" ]; then
@@ -87,7 +88,7 @@ method_weights() {
 check_methods() {  # fail early on an unknown name in METHODS
     for _name in $METHODS; do
         method_weights "$_name" || die "unknown method '$_name' in METHODS. Use --distill keys (kd hint attention" \
-            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd), optionally with '+kd'" \
+            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd), optionally with '+kd'" \
             "(e.g. crd+kd)."
     done
 }

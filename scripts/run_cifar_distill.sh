@@ -1,5 +1,5 @@
 #!/bin/sh
-# All 15 distillation methods (plus the CRD+KD, RRD+KD and DCD+KD variants) for one
+# All distillation methods (plus the CRD+KD, RRD+KD and DCD+KD variants) for one
 # teacher -> student pair on CIFAR-100, TRIALS trials each: the rows of the CRD/DCD/RRD tables.
 #
 # Usage, from the repository root:   sh scripts/run_cifar_distill.sh
@@ -18,7 +18,7 @@ SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)
 ROOT=$(dirname -- "$SCRIPT_DIR")
 TEACHER=${TEACHER:-$ROOT/save/models/resnet32x4_vanilla/ckpt_epoch_240.pth}
 STUDENT=${STUDENT:-resnet8x4}
-ALL_METHODS="kd hint attention similarity correlation vid rkd pkt abound factor fsp nst crd crd+kd rrd rrd+kd dcd dcd+kd"
+ALL_METHODS="kd hint attention similarity correlation vid rkd pkt abound factor fsp nst crd crd+kd rrd rrd+kd dcd dcd+kd kdsvd"
 METHODS=${METHODS:-$ALL_METHODS}
 DEFAULT_EPOCHS=240  # train_student.py's --epochs default
 . "$SCRIPT_DIR/common.sh"

@@ -30,7 +30,7 @@ def _sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_method_weights_match_the_paper_tables() -> None:
-    names = ("kd hint attention similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd "
+    names = ("kd hint attention similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd "
              "crd+kd rrd+kd dcd+kd")
     script = (f'SCRIPT_DIR={SCRIPTS}; ROOT={REPO}; . "$SCRIPT_DIR/common.sh"; '
               f'for m in {names}; do method_weights "$m"; '
