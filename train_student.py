@@ -120,7 +120,7 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
     method_class = METHODS[opt.distill]
     size = opt.image_size or 32
     context = DistillContext(opt, student, teacher, feature_shapes(student, method_class.uses_preact, device, size),
-                             feature_shapes(teacher, method_class.uses_preact, device, size),
+                             feature_shapes(teacher, method_class.teacher_uses_preact(), device, size),
                              data.train_labels.to(device), device)
     method = method_class(context).to(device)
     if opt.sync_bn:

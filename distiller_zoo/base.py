@@ -120,11 +120,17 @@ class Distiller(nn.Module):
     published: ClassVar[dict[str, float]] = {}
     uses_features: ClassVar[bool] = True       # False: logits only (no is_feat forward)
     uses_preact: ClassVar[bool] = False        # features taken before the stage's last ReLU
+    teacher_preact: ClassVar[bool | None] = None  # the teacher's features pre-ReLU; None: as uses_preact
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only
     init_stage: ClassVar[bool] = False         # pre-train some modules for --init_epochs first
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__()
+
+    @classmethod
+    def teacher_uses_preact(cls) -> bool:
+        """Whether the teacher's features are taken pre-ReLU (``teacher_preact``, else ``uses_preact``)."""
+        return cls.uses_preact if cls.teacher_preact is None else cls.teacher_preact
 
     def loss(self, features: Features) -> Tensor:
         """The method loss for one batch (unweighted)."""

@@ -48,7 +48,8 @@ class DistillTask:
         if self.stage == "init" or (method.uses_features and method.has_method_loss):
             student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
             with torch.inference_mode():
-                teacher_feats, teacher_logits = self.teacher(images, is_feat=True, preact=method.uses_preact)
+                teacher_feats, teacher_logits = self.teacher(images, is_feat=True,
+                                                              preact=method.teacher_uses_preact())
             # inference tensors cannot be saved for backward: clone into normal tensors
             teacher_feats = [f.clone() for f in teacher_feats]
         else:
