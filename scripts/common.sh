@@ -77,6 +77,7 @@ method_weights() {
         factor) METHOD_B=200 ;;
         fsp | nst) METHOD_B=50 ;;
         kdsvd) METHOD_B=1 ;;
+        reviewkd) METHOD_B=5 ;;
         *) return 1 ;;
     esac
     if [ "$METHOD_KEY" != "$1" ]; then
@@ -88,8 +89,8 @@ method_weights() {
 check_methods() {  # fail early on an unknown name in METHODS
     for _name in $METHODS; do
         method_weights "$_name" || die "unknown method '$_name' in METHODS. Use --distill keys (kd hint attention" \
-            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd), optionally with '+kd'" \
-            "(e.g. crd+kd)."
+            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd reviewkd), optionally" \
+            "with '+kd' (e.g. crd+kd)."
     done
 }
 

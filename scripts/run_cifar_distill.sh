@@ -18,7 +18,7 @@ SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)
 ROOT=$(dirname -- "$SCRIPT_DIR")
 TEACHER=${TEACHER:-$ROOT/save/models/resnet32x4_vanilla/ckpt_epoch_240.pth}
 STUDENT=${STUDENT:-resnet8x4}
-ALL_METHODS="kd hint attention similarity correlation vid rkd pkt abound factor fsp nst crd crd+kd rrd rrd+kd dcd dcd+kd kdsvd"
+ALL_METHODS="kd hint attention similarity correlation vid rkd pkt abound factor fsp nst crd crd+kd rrd rrd+kd dcd dcd+kd kdsvd reviewkd"
 METHODS=${METHODS:-$ALL_METHODS}
 DEFAULT_EPOCHS=240  # train_student.py's --epochs default
 . "$SCRIPT_DIR/common.sh"

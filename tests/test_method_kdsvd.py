@@ -186,7 +186,8 @@ def test_seed_command_trains_resnet32x4_to_resnet8x4(small_cifar: Path, tmp_path
             "--trial", "1", "--epochs", "1", "--batch_size", "8", "--data_folder", str(small_cifar),
             "--device", "cpu", "--no_progress"]
     train_student.main(argv)
-    run = tmp_path / "save" / "student" / "student_model" / "kdsvd_cifar100_S_resnet8x4_T_resnet32x4_r_1_a_0_b_1_trial_1"
+    run = (tmp_path / "save" / "student" / "student_model" /
+           "kdsvd_cifar100_S_resnet8x4_T_resnet32x4_r_1_a_0_b_1_trial_1")
     assert (run / "resnet8x4_last.pth").is_file()
     header, row = (run / "metrics.csv").read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(",")))

@@ -30,8 +30,8 @@ def _sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_method_weights_match_the_paper_tables() -> None:
-    names = ("kd hint attention similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd "
-             "crd+kd rrd+kd dcd+kd")
+    names = ("kd hint attention similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd "
+             "kdsvd reviewkd crd+kd rrd+kd dcd+kd")
     script = (f'SCRIPT_DIR={SCRIPTS}; ROOT={REPO}; . "$SCRIPT_DIR/common.sh"; '
               f'for m in {names}; do method_weights "$m"; '
               'echo "$m $METHOD_KEY -r $(fmt_g $METHOD_R) -a $(fmt_g $METHOD_A) -b $(fmt_g $METHOD_B)"; done')

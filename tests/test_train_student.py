@@ -63,7 +63,7 @@ def train_student_method_state_keys(key: str, opt) -> list[str]:
     teacher = model_dict["resnet8"](num_classes=100)
     cls = METHODS[key]
     shapes_s = train_student.feature_shapes(student, cls.uses_preact, torch.device("cpu"))
-    shapes_t = train_student.feature_shapes(teacher, cls.uses_preact, torch.device("cpu"))
+    shapes_t = train_student.feature_shapes(teacher, cls.teacher_uses_preact(), torch.device("cpu"))
     labels = torch.arange(500) % 100
     return list(cls(DistillContext(opt, student, teacher, shapes_s, shapes_t, labels, torch.device("cpu")))
                 .state_dict())
@@ -102,7 +102,8 @@ def test_default_weights_when_omitted(key: str, published_teacher: Path) -> None
              "correlation": (1, 0, 0.02), "vid": (1, 0, 1), "crd": (1, 0, 0.8), "rkd": (1, 0, 1),
              "pkt": (1, 0, 30000), "abound": (1, 0, 1), "factor": (1, 0, 200), "fsp": (1, 0, 50),
              "nst": (1, 0, 50), "rrd": (1, 0, 1), "dcd": (1, 0, 1),
-             "dkd": (1, 0, 1), "dist": (1, 0, 2), "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1)}
+             "dkd": (1, 0, 1), "dist": (1, 0, 2), "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1),
+             "reviewkd": (1, 0, 5)}
     opt = train_student.parse_args(["--path_t", str(published_teacher), "--distill", key])
     assert (opt.gamma, opt.alpha, opt.beta) == table[key]
 
