@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> float:
     tb_dir = Path(opt.save_folder) / "student" / "student_tensorboards" / name
     resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
     device = setup(opt)
-    data, train_loader, test_loader = build_data(opt, device)
+    data, train_loader, test_loader = build_data(opt, device, views=METHODS[opt.distill].views)
     student, teacher, method = build_models(opt, data, device)
     teacher_acc = validate(teacher, test_loader)["test_acc1"]
     print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "

@@ -13,7 +13,7 @@ import torch
 from dataset.base import DatasetError, ImageData
 from dataset.cifar100 import load_cifar100
 from dataset.digits import load_digits
-from dataset.loaders import ClassicLoader, FastLoader, Loader, TestLoader, TrainLoader
+from dataset.loaders import VIEWS, ClassicLoader, FastLoader, Loader, TestLoader, TrainLoader
 from dataset.stl10 import load_stl10
 from dataset.tinyimagenet import load_tinyimagenet
 
@@ -26,7 +26,7 @@ DATASETS: dict[str, Callable[..., ImageData]] = {
 
 LOADERS = ("fast", "classic")
 
-__all__ = ["DATASETS", "LOADERS", "ClassicLoader", "DatasetError", "FastLoader", "ImageData", "Loader",
+__all__ = ["DATASETS", "LOADERS", "VIEWS", "ClassicLoader", "DatasetError", "FastLoader", "ImageData", "Loader",
            "TestLoader", "TrainLoader", "load_dataset", "make_loaders"]
 
 
@@ -39,21 +39,25 @@ def load_dataset(name: str, data_folder: str | Path, download: bool = True) -> I
 
 def make_loaders(data: ImageData, batch_size: int, device: torch.device | str, loader: str = "fast",
                  num_workers: int = 2, seed: int = 0, augment: bool = True,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> tuple[TrainLoader, TestLoader]:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1,
+                 views: tuple[str, ...] = ("weak",)) -> tuple[TrainLoader, TestLoader]:
     """Build the (train, test) loaders: train shuffled per (seed, epoch), augmented, drop_last; test in order.
 
     ``loader`` is 'fast' (data on the device, batched augmentation; ignores num_workers) or 'classic'
     (torchvision DataLoader with ``num_workers`` workers). With ``world_size`` > 1 each loader yields
-    rank ``rank``'s share of every global batch (see dataset/loaders.py).
+    rank ``rank``'s share of every global batch (see dataset/loaders.py). ``views`` (names from
+    ``VIEWS``) are the augmented views of each training image; with more than one, the train loader
+    yields a tuple of image tensors, one per view.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     common = dict(mean=data.mean, std=data.std, batch_size=batch_size, device=device, seed=seed,
                   augment=augment, channels_last=channels_last, rank=rank, world_size=world_size)
     if loader == "fast":
-        return (FastLoader(data.train_images, data.train_labels, train=True, **common),
+        return (FastLoader(data.train_images, data.train_labels, train=True, views=views, **common),
                 FastLoader(data.test_images, data.test_labels, train=False, **common))
     if loader == "classic":
-        return (ClassicLoader(data.train_images, data.train_labels, train=True, num_workers=num_workers, **common),
+        return (ClassicLoader(data.train_images, data.train_labels, train=True, num_workers=num_workers, views=views,
+                              **common),
                 ClassicLoader(data.test_images, data.test_labels, train=False, num_workers=num_workers, **common))
     raise ValueError(f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)}")

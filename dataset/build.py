@@ -9,14 +9,21 @@ import torch
 
 from dataset import load_dataset, make_loaders
 from helper import distributed
+from helper.errors import UserError
 from helper.options import check_batch_size
 
 
-def build_data(opt: argparse.Namespace, device: torch.device) -> tuple[Any, Any, Any]:
+def build_data(opt: argparse.Namespace, device: torch.device, views: tuple[str, ...] = ("weak",)
+               ) -> tuple[Any, Any, Any]:
     """Load ``opt.dataset`` from ``opt.data_folder`` and return (data, train_loader, test_loader);
-    under torchrun the loaders yield this rank's share of each batch."""
+    under torchrun the loaders yield this rank's share of each batch. ``views``: the augmented views
+    of each training image (dataset.VIEWS; a tuple of image tensors per batch when more than one)."""
     rank, processes = distributed.rank(), distributed.world_size()
     if opt.dataset == "imagenet":
+        if tuple(views) != ("weak",):
+            raise UserError(f"--distill {opt.distill} trains on the augmented views {', '.join(views)} of each image, "
+                            "which the loaders of the 32x32 datasets provide but the ImageNet loader does not. Train "
+                            "it on --dataset cifar100, or pick another --distill.")
         from dataset.imagenet import load_imagenet, make_imagenet_loaders  # PIL/JPEG decoding only when needed
 
         data = load_imagenet(opt.data_folder)
@@ -34,5 +41,6 @@ def build_data(opt: argparse.Namespace, device: torch.device) -> tuple[Any, Any,
     check_batch_size(opt.batch_size, int(data.train_labels.shape[0]), opt.dataset, processes)
     train_loader, test_loader = make_loaders(data, opt.batch_size, device, loader=opt.loader,
                                              num_workers=opt.num_workers, seed=opt.seed,
-                                             channels_last=opt.channels_last, rank=rank, world_size=processes)
+                                             channels_last=opt.channels_last, rank=rank, world_size=processes,
+                                             views=tuple(views))
     return data, train_loader, test_loader

@@ -10,6 +10,12 @@ so a run resumed at (epoch, step) sees exactly the batches the uninterrupted run
 Both yield ``(images, labels, index)`` on the device: float32 (B, 3, 32, 32) normalised, int64 (B,)
 labels and int64 (B,) sample indices into the split (CRD needs them).
 
+A training loader can yield several augmented views of each image (``views``, names from ``VIEWS``):
+then ``images`` is a tuple with one such tensor per view, in the order asked. 'weak' is the
+crop + flip above; 'strong' is an independent crop + flip followed by FixMatch's RandAugment and
+Cutout (dataset/randaugment.py), which MLKD trains on. The fast loader applies it batched on the
+device, the classic one per image in its workers; both with the same code, on uint8 pixels.
+
 Under torchrun (``world_size`` N > 1) every rank draws the same epoch permutation; a training step
 consumes one global batch of N x batch_size positions and rank r takes the contiguous slice
 [r * batch_size, (r + 1) * batch_size) of it, so the union of a step's rank batches is exactly the
@@ -29,10 +35,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms
 
+from dataset.randaugment import StrongParams, draw_strong_params, strong_augment
+
 PADDING = 4  # RandomCrop(32, padding=4)
 EPOCH_SEED_STRIDE = 1_000_003
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]
+VIEWS = ("weak", "strong")  # augmented views a training loader can yield (module docstring)
 
 
 class Loader(Protocol):
@@ -83,6 +92,21 @@ def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.T
     return padded.gather(2, flat).view(batch, channels, height, width)
 
 
+def strong_view(images: torch.Tensor, params: StrongParams) -> torch.Tensor:
+    """The 'strong' view of uint8 (B, C, H, W) images: crop + flip at ``params``, then RandAugment
+    and Cutout (dataset/randaugment.py). Returns uint8 (B, C, H, W)."""
+    return strong_augment(random_crop_flip(images, params.offsets, params.flips), params)
+
+
+def check_views(views: Sequence[str], train: bool) -> tuple[str, ...]:
+    """The views a loader yields: those asked for a training split (known names, no repeats), 'weak' for a test split."""
+    views = tuple(views)
+    unknown = [name for name in views if name not in VIEWS]
+    if unknown or not views or len(set(views)) != len(views):
+        raise ValueError(f"views must be distinct names from {VIEWS}, got {views}")
+    return views if train else ("weak",)
+
+
 def _num_batches(num_samples: int, batch_size: int, train: bool, world_size: int = 1) -> int:
     """Train: full global batches per epoch; test: batches in this rank's shard (``num_samples`` is the shard)."""
     return num_samples // (batch_size * world_size) if train else math.ceil(num_samples / batch_size)
@@ -131,8 +155,10 @@ class FastLoader(ShardedLoader):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  batch_size: int, device: torch.device | str, train: bool, seed: int = 0, augment: bool = True,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1,
+                 views: Sequence[str] = ("weak",)) -> None:
         self.device = torch.device(device)
+        self.views = check_views(views, train)
         self.num_samples = int(labels.shape[0])
         self.images = images.to(self.device).contiguous()  # the one host-to-device copy
         self.labels = labels.to(self.device)
@@ -148,6 +174,7 @@ class FastLoader(ShardedLoader):
         self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).to(self.device)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
+        strong: StrongParams | None = None
         if self.train:
             generator = epoch_generator(self.seed, epoch)
             order = torch.randperm(self.num_samples, generator=generator).to(self.device)
@@ -155,19 +182,26 @@ class FastLoader(ShardedLoader):
                 offsets = torch.randint(0, 2 * PADDING + 1, (self.num_samples, 2), generator=generator)
                 flips = torch.rand(self.num_samples, generator=generator) < 0.5
                 offsets, flips = offsets.to(self.device), flips.to(self.device)
+            if "strong" in self.views:  # drawn after the weak view's numbers, which stay as they were
+                strong = draw_strong_params(self.num_samples, generator, self.images.shape[-1], PADDING)
+                strong = strong.to(self.device)
         else:
             order = torch.arange(self.shard.start, self.shard.stop, device=self.device)
         for step in range(start_step, len(self)):
             window = slice(step * self.batch_size, (step + 1) * self.batch_size)
             positions = self.positions[window] if self.train else window
             index = order[positions]
-            images = self.images.index_select(0, index)
-            if self.augment:
-                images = random_crop_flip(images, offsets[positions], flips[positions])
-            images = normalize(images, self.mean, self.std)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.labels.index_select(0, index), index
+            raw = self.images.index_select(0, index)
+            views = {"weak": random_crop_flip(raw, offsets[positions], flips[positions]) if self.augment else raw}
+            if strong is not None:
+                views["strong"] = strong_view(raw, strong[positions])
+            images = tuple(self._finish(views[name]) for name in self.views)
+            yield images if len(images) > 1 else images[0], self.labels.index_select(0, index), index
+
+    def _finish(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> normalised float32, in the requested memory format."""
+        images = normalize(images, self.mean, self.std)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
 
 class _ClassicDataset(Dataset):
@@ -177,24 +211,43 @@ class _ClassicDataset(Dataset):
     augmentation depends on neither the worker count nor earlier epochs.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: transforms.Compose) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
         self.pixels = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, 3) for PIL
         self.labels = labels.tolist()
-        self.transform = transform
+        self.transform = transform  # one transform, or a tuple of them (one per view: a tuple of tensors)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
         index, item_seed = key if isinstance(key, tuple) else (key, None)
         image = Image.fromarray(np.asarray(self.pixels[index]))
         if item_seed is None:
-            tensor = self.transform(image)
+            tensor = self._apply(image)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(item_seed)  # CPU only; torch.manual_seed costs ~70 us
-                tensor = self.transform(image)
+                tensor = self._apply(image)
         return tensor, self.labels[index], index
+
+    def _apply(self, image: Image.Image) -> Any:
+        if isinstance(self.transform, tuple):
+            return tuple(transform(image) for transform in self.transform)
+        return self.transform(image)
+
+
+class _StrongTransform:
+    """PIL image -> normalised float32 (3, H, W) strong view, its numbers drawn from torch's default
+    generator (seeded per item by ``_ClassicDataset``)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
+        params = draw_strong_params(1, None, pixels.shape[-1], PADDING)
+        return normalize(strong_view(pixels, params)[0], self.mean, self.std)
 
 
 class _KeySampler(Sampler):
@@ -215,8 +268,10 @@ class ClassicLoader(ShardedLoader):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  batch_size: int, device: torch.device | str, train: bool, num_workers: int = 2, seed: int = 0,
-                 augment: bool = True, channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 augment: bool = True, channels_last: bool = False, rank: int = 0, world_size: int = 1,
+                 views: Sequence[str] = ("weak",)) -> None:
         self.device = torch.device(device)
+        self.views = check_views(views, train)
         self.batch_size = batch_size
         self.num_samples = int(labels.shape[0])
         self.train = train
@@ -228,7 +283,9 @@ class ClassicLoader(ShardedLoader):
         self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).tolist()
         steps: list[Any] = [transforms.RandomCrop(images.shape[-1], padding=PADDING),
                             transforms.RandomHorizontalFlip()] if self.augment else []
-        transform = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
+        weak = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
+        by_view = {"weak": weak, "strong": _StrongTransform(mean, std)}
+        transform = by_view["weak"] if self.views == ("weak",) else tuple(by_view[name] for name in self.views)
         self._sampler = _KeySampler()
         self._loader = DataLoader(
             _ClassicDataset(images, labels, transform), batch_size=batch_size, sampler=self._sampler,
@@ -238,13 +295,16 @@ class ClassicLoader(ShardedLoader):
         )
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
-        self._sampler.keys = epoch_keys(self.num_samples, self.seed, epoch, self.train, self.augment,
+        randomised = self.augment or "strong" in self.views  # items seeded: same draws for any worker count
+        self._sampler.keys = epoch_keys(self.num_samples, self.seed, epoch, self.train, randomised,
                                         self.positions, self.shard)[start_step * self.batch_size:]
         for images, labels, index in self._loader:
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = tuple(self._finish(view) for view in images) if isinstance(images, list) else self._finish(images)
             yield images, labels.to(self.device, non_blocking=True), index.to(self.device, non_blocking=True)
+
+    def _finish(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
 
 def epoch_keys(num_samples: int, seed: int, epoch: int, train: bool, augment: bool, positions: list[int],

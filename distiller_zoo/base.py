@@ -8,7 +8,7 @@ with cross-entropy and KD into the weighted total ``gamma*CE + alpha*KD + beta*m
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -102,6 +102,7 @@ class Features:
     labels: Tensor
     index: Tensor
     progress: Progress = Progress()
+    views: dict[str, "Features"] = field(default_factory=dict)  # the other views (Distiller.views[1:]) by name
 
 
 class Distiller(nn.Module):
@@ -123,6 +124,10 @@ class Distiller(nn.Module):
     teacher_preact: ClassVar[bool | None] = None  # the teacher's features pre-ReLU; None: as uses_preact
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only
     init_stage: ClassVar[bool] = False         # pre-train some modules for --init_epochs first
+    # Augmented views of each training image (dataset.VIEWS: 'weak' = crop + flip, 'strong' = also
+    # RandAugment + Cutout). The first view is the batch of CE, KD and accuracy; the others reach
+    # loss() as features.views[name], and the CE term sums over all views.
+    views: ClassVar[tuple[str, ...]] = ("weak",)
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__()

@@ -1,5 +1,8 @@
 """The student's training step: teacher forward without gradients, then the weighted losses
-``gamma*CE + alpha*KD + beta*method`` (Hinton et al. 2015 for the KD term)."""
+``gamma*CE + alpha*KD + beta*method`` (Hinton et al. 2015 for the KD term).
+
+A method with several augmented views (``Distiller.views``) receives a tuple of image batches: both
+networks see each view in turn, CE sums over the views, KD and accuracy use the first one."""
 from __future__ import annotations
 
 from typing import Any
@@ -60,12 +63,20 @@ class DistillTask:
         return Features(student_feats, teacher_feats, student_logits, teacher_logits.clone(), labels, index,
                         progress)
 
-    def compute(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress = Progress()) -> StepOutput:
-        features = self._forward(images, labels, index, progress)
+    def compute(self, images: Tensor | tuple[Tensor, ...], labels: Tensor, index: Tensor,
+                progress: Progress = Progress()) -> StepOutput:
+        views = images if isinstance(images, tuple) else (images,)
+        features = self._forward(views[0], labels, index, progress)
         if self.stage == "init":
             loss = self.method.init_loss(features)
             return StepOutput(None, {self.method.key: loss}, loss)
+        if len(views) != len(self.method.views):
+            raise ValueError(f"{self.method.key} trains on the views {self.method.views}, the batch has {len(views)}")
+        features.views = {name: self._forward(view, labels, index, progress)
+                          for name, view in zip(self.method.views[1:], views[1:])}
         losses: dict[str, Tensor] = {"ce": F.cross_entropy(features.student_logits, labels)}
+        for view in features.views.values():
+            losses["ce"] = losses["ce"] + F.cross_entropy(view.student_logits, labels)
         if self.weights["kl"] > 0:
             losses["kl"] = kd_loss(features.student_logits, features.teacher_logits, self.kd_T, self.logit_stand)
         if self.method.has_method_loss and self.weights[self.method.key] > 0:
