@@ -15,7 +15,7 @@ from helper.errors import UserError
 from models import all_model_dict
 
 # <distill>_<dataset>_S_<student>_T_<teacher>_r_<r>_a_<a>_b_<b>_trial_<t>, as train_student.run_name writes it
-STUDENT_RUN = re.compile(r"^(?P<distill>[a-z0-9]+)_[a-z0-9]+_S_.+_T_.+_r_(?P<r>[^_]+)_a_(?P<a>[^_]+)"
+STUDENT_RUN = re.compile(r"^(?P<distill>.+?)_[a-z0-9]+_S_.+_T_.+_r_(?P<r>[^_]+)_a_(?P<a>[^_]+)"
                          r"_b_(?P<b>[^_]+)_trial_(?P<trial>.+)$")
 
 
