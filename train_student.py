@@ -19,12 +19,12 @@ from dataset.build import build_data
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
 from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method
 from helper import distributed
-from helper.checkpoint import load_checkpoint, load_weights
+from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
 from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
-from models import all_model_dict, identify_arch, imagenet_model_dict
+from models import all_model_dict
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,19 +72,7 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
 def teacher_arch(path: str, state: dict[str, Any]) -> str:
     """The arch recorded in the checkpoint, else the longest model name prefixing the folder name,
     else the torchvision architecture whose keys and shapes the weights have (torchvision's files)."""
-    recorded = state.get("arch")
-    if isinstance(recorded, str) and recorded in all_model_dict:
-        return recorded
-    folder = Path(path).resolve().parent.name
-    matches = [name for name in all_model_dict if folder.startswith(name)]
-    if matches:
-        return max(matches, key=len)
-    found = identify_arch(state["model"], imagenet_model_dict)
-    if found is not None:
-        return found[0]
-    raise UserError(f"Cannot tell the teacher's architecture: '{path}' records none, and its folder name "
-                    f"'{folder}' does not start with a known model ({', '.join(all_model_dict)}). Put it in a folder "
-                    "named like 'resnet32x4_vanilla', or re-save it with an 'arch' entry.")
+    return checkpoint_arch(path, state, "teacher")
 
 
 def run_name(opt: argparse.Namespace) -> str:

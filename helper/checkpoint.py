@@ -113,3 +113,24 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: str | Path, arch
     raise UserError(f"The checkpoint {flag} '{path}' holds {holds}, which does not match the architecture "
                     f"'{arch}' it is being loaded into ({detail}). Pass the matching architecture name, or the "
                     f"checkpoint of a '{arch}' model.")
+
+
+def checkpoint_arch(path: str | Path, state: dict[str, Any], role: str = "teacher") -> str:
+    """The architecture of a checkpoint: the 'arch' it records, else the longest model name prefixing its
+    folder name (``resnet32x4_vanilla`` -> ``resnet32x4``), else the torchvision architecture whose keys
+    and shapes the weights have (torchvision's files). ``role`` names the model in the error message."""
+    from models import all_model_dict, identify_arch, imagenet_model_dict
+
+    recorded = state.get("arch")
+    if isinstance(recorded, str) and recorded in all_model_dict:
+        return recorded
+    folder = Path(path).resolve().parent.name
+    matches = [name for name in all_model_dict if folder.startswith(name)]
+    if matches:
+        return max(matches, key=len)
+    found = identify_arch(state["model"], imagenet_model_dict)
+    if found is not None:
+        return found[0]
+    raise UserError(f"Cannot tell the {role}'s architecture: '{path}' records none, and its folder name "
+                    f"'{folder}' does not start with a known model ({', '.join(all_model_dict)}). Put it in a folder "
+                    "named like 'resnet32x4_vanilla', or re-save it with an 'arch' entry.")

@@ -1,0 +1,112 @@
+"""Checkpoints -> models -> batched outputs (logits, penultimate embeddings, feature maps) on a test split."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dataset.loaders import normalize
+from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
+from helper.errors import UserError
+from models import all_model_dict
+
+# <distill>_<dataset>_S_<student>_T_<teacher>_r_<r>_a_<a>_b_<b>_trial_<t>, as train_student.run_name writes it
+STUDENT_RUN = re.compile(r"^(?P<distill>.+?)_[a-z0-9]+_S_.+_T_.+_r_(?P<r>[^_]+)_a_(?P<a>[^_]+)"
+                         r"_b_(?P<b>[^_]+)_trial_(?P<trial>.+)$")
+
+
+@dataclass
+class LoadedModel:
+    """A trained network in eval mode, with where it came from and a short label for figures."""
+
+    label: str
+    arch: str
+    path: Path
+    model: nn.Module
+
+
+@dataclass
+class Outputs:
+    """What a model computes on a set of test images (float32, CPU)."""
+
+    logits: torch.Tensor  # (n, num_classes)
+    embeddings: torch.Tensor  # (n, d): feats[-1], the penultimate (pooled) representation
+    feature_maps: list[torch.Tensor] | None = None  # every entry of feats, each (n, ...)
+
+
+def resolve_checkpoint(path: str | Path, flag: str) -> Path:
+    """A checkpoint file as given, or for a run folder its ``<model>_best.pth``, else its ``<model>_last.pth``."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for suffix in ("best", "last"):
+        found = [path / f"{name}_{suffix}.pth" for name in all_model_dict]
+        found = [file for file in found if file.is_file()]
+        if found:
+            return found[0]
+    contents = ", ".join(sorted(p.name for p in path.glob("*.pth"))) or "no .pth files"
+    raise UserError(f"{flag} '{path}' is a folder without a <model>_best.pth or <model>_last.pth (it holds "
+                    f"{contents}). Pass a run folder written by train_teacher.py/train_student.py, or the .pth file "
+                    "itself.")
+
+
+def run_label(path: Path, arch: str) -> str:
+    """Short figure label: 'kd r=0.1 a=0.9 b=0' for a train_student run folder, else the folder name."""
+    folder = path.parent.name
+    match = STUDENT_RUN.match(folder)
+    if match is None:
+        return folder or arch
+    label = f"{match['distill']} r={match['r']} a={match['a']} b={match['b']}"
+    return label if match["trial"] == "0" else f"{label} trial {match['trial']}"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk, with the architecture it was trained as."""
+
+    path: Path
+    state: dict[str, Any]
+    arch: str
+    flag: str
+    role: str
+
+
+def open_checkpoint(path: str | Path, flag: str, role: str) -> Checkpoint:
+    """Read a checkpoint (file or run folder) and find its architecture as train_student.py does."""
+    file = resolve_checkpoint(path, flag)
+    state = load_checkpoint(file, f"{role} checkpoint ({flag})")
+    return Checkpoint(file, state, checkpoint_arch(str(file), state, role), flag, role)
+
+
+def build_model(checkpoint: Checkpoint, num_classes: int, device: torch.device) -> LoadedModel:
+    """The checkpoint's architecture for ``num_classes`` classes with its weights loaded strictly, in eval mode;
+    weights that do not fit raise a UserError naming what the file holds."""
+    model = all_model_dict[checkpoint.arch](num_classes=num_classes)
+    load_weights(model, checkpoint.state, checkpoint.path, checkpoint.arch, checkpoint.flag)
+    model.eval().requires_grad_(False)
+    label = "teacher" if checkpoint.role == "teacher" else run_label(checkpoint.path, checkpoint.arch)
+    return LoadedModel(label, checkpoint.arch, checkpoint.path, model.to(device))
+
+
+def extract(model: nn.Module, images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+            device: torch.device, batch_size: int = 256, keep_feature_maps: bool = False) -> Outputs:
+    """Run ``model(x, is_feat=True)`` over uint8 (n, 3, H, W) ``images`` in batches under inference_mode,
+    normalised as in validation; outputs are gathered on the CPU in float32."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    logits, embeddings, maps = [], [], []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = normalize(images[start:start + batch_size].to(device), mean_t, std_t)
+            feats, batch_logits = model(batch, is_feat=True)
+            logits.append(batch_logits.float().cpu())
+            embeddings.append(feats[-1].flatten(1).float().cpu())
+            if keep_feature_maps:
+                maps.append([feat.float().cpu() for feat in feats])
+    feature_maps = [torch.cat(layer) for layer in zip(*maps)] if keep_feature_maps else None
+    return Outputs(torch.cat(logits), torch.cat(embeddings), feature_maps)
