@@ -38,6 +38,7 @@ __all__ = [
     "set_classifier",
     "classifier_key",
     "identify_arch",
+    "map_before_pool",
     "ConvReg",
     "Connector",
     "Embed",
@@ -118,6 +119,19 @@ def set_classifier(model: nn.Module, layer: nn.Linear) -> None:
             f"produces {old.in_features}"
         )
     setattr(parent, name, layer)
+
+
+def map_before_pool(model: nn.Module, feats: list[torch.Tensor]) -> torch.Tensor:
+    """The feature map (B, C, H, W) that ``model`` average-pools into its classifier, for the batch
+    whose ``is_feat`` features (``preact=False``) are ``feats``.
+
+    That is feats[-2] itself, except for WRN (final BN-ReLU), MobileNetV2 (1x1 conv to 1280) and
+    ShuffleV2 (1x1 conv-BN-ReLU), whose layers after the last stage are applied to feats[-2] again
+    (same output and gradients, BatchNorm statistics not updated twice). The classifier applied
+    to it as a 1x1 convolution gives the class activation maps (Zhou et al., CVPR 2016).
+    """
+    head = getattr(model, "map_before_pool", None)
+    return head(feats[-2]) if callable(head) else feats[-2]
 
 
 def classifier_key(arch: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .util import init_fan_out_normal
+from .util import batch_norm_without_update, init_fan_out_normal
 
 # expansion t, output channels c, repeats n, first stride s (Table 2 of the paper)
 _STAGES = [
@@ -89,6 +89,12 @@ class MobileNetV2(nn.Module):
 
     def get_bn_before_relu(self) -> list[nn.BatchNorm2d]:
         return [self.blocks[i][-1].conv[-1] for i in (1, 2, 4, 6)]
+
+    def map_before_pool(self, last_stage: torch.Tensor) -> torch.Tensor:
+        """The map ``forward`` average-pools into ``classifier`` (``conv2``, 1x1 conv-BN-ReLU to
+        1280 channels, of feats[-2]), without updating BatchNorm statistics."""
+        conv, norm, relu = self.conv2
+        return relu(batch_norm_without_update(norm, conv(last_stage)))
 
     def forward(
         self, x: torch.Tensor, is_feat: bool = False, preact: bool = False

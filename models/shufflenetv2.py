@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .shufflenetv1 import channel_shuffle
-from .util import PreactStage
+from .util import PreactStage, batch_norm_without_update
 
 # net size -> (stage channels + last conv channels, blocks per stage after the down block)
 CONFIGS: dict[float, tuple[tuple[int, int, int, int], tuple[int, int, int]]] = {
@@ -108,6 +108,11 @@ class ShuffleNetV2(nn.Module):
     def get_bn_before_relu(self) -> list[nn.BatchNorm2d]:
         """Last BN of each stage's last block (RepDistiller raises NotImplementedError here)."""
         return [self.layer1[-1].bn3, self.layer2[-1].bn3, self.layer3[-1].bn3]
+
+    def map_before_pool(self, last_stage: torch.Tensor) -> torch.Tensor:
+        """The map ``forward`` average-pools into ``linear`` (1x1 conv-BN-ReLU of feats[-2]),
+        without updating BatchNorm statistics."""
+        return F.relu(batch_norm_without_update(self.bn2, self.conv2(last_stage)))
 
     def forward(
         self, x: torch.Tensor, is_feat: bool = False, preact: bool = False

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Shape = Sequence[int]  # (N, C, H, W); a torch.Size works too
@@ -28,6 +29,16 @@ def init_fan_out_normal(model: nn.Module) -> None:
         elif isinstance(module, nn.Linear):
             module.weight.data.normal_(0, 0.01)
             module.bias.data.zero_()
+
+
+def batch_norm_without_update(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` without touching its running statistics (output and gradients are those of the
+    forward pass; under torchrun a SyncBatchNorm in training mode normalises with this process's
+    batch statistics here). Calling ``norm`` again instead would change buffers that the forward
+    pass saved for backward."""
+    if not norm.training:
+        return norm(x)
+    return F.batch_norm(x, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
 
 
 class PreactStage(nn.Sequential):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .util import batch_norm_without_update
+
 
 class BasicBlock(nn.Module):
     """Pre-activation block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, plus identity or a 1x1 projection
@@ -57,13 +59,6 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-def _batch_norm_without_update(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``bn(x)`` without touching its running statistics (output and gradients are identical)."""
-    if not bn.training:
-        return bn(x)
-    return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
-
-
 class WideResNet(nn.Module):
     """3x3 stem conv, three NetworkBlocks (32/16/8 px), final BN-ReLU, 8x8 avg pool, fc.
 
@@ -102,6 +97,11 @@ class WideResNet(nn.Module):
     def get_bn_before_relu(self) -> list[nn.BatchNorm2d]:
         return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
 
+    def map_before_pool(self, last_stage: torch.Tensor) -> torch.Tensor:
+        """The map ``forward`` average-pools into ``fc`` (final BN-ReLU of feats[-2]), without
+        updating BatchNorm statistics."""
+        return self.relu(batch_norm_without_update(self.bn1, last_stage))
+
     def forward(
         self, x: torch.Tensor, is_feat: bool = False, preact: bool = False
     ) -> torch.Tensor | tuple[list[torch.Tensor], torch.Tensor]:
@@ -117,7 +117,7 @@ class WideResNet(nn.Module):
             return logits
         stages = [f1, f2, f3]
         if preact:
-            stages = [_batch_norm_without_update(bn, f) for bn, f in zip(self.get_bn_before_relu(), stages)]
+            stages = [batch_norm_without_update(bn, f) for bn, f in zip(self.get_bn_before_relu(), stages)]
         return [stem, *stages, pooled], logits
 
 

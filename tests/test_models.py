@@ -22,6 +22,7 @@ from models import (
     Paraphraser,
     Translator,
     get_classifier,
+    map_before_pool,
     model_dict,
     set_classifier,
 )
@@ -149,6 +150,24 @@ def test_wrn_preact_does_not_update_batch_norm_statistics() -> None:
     plain, _ = model(x, is_feat=True)
     expected = F.batch_norm(plain[1], None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
     torch.testing.assert_close(feats[1], expected)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_map_before_pool_is_the_map_the_classifier_pools(arch: str) -> None:
+    """Average-pooled, map_before_pool gives feats[-1] in train and eval mode (for WRN, MobileNetV2 and
+    ShuffleV2 it is not feats[-2]), leaves the BatchNorm statistics as the forward left them, and
+    back-propagates together with the forward's own graph."""
+    model = build(arch)
+    x = torch.randn(4, 3, 32, 32)
+    for training in (True, False):
+        model.train(training)
+        feats, logits = model(x, is_feat=True)
+        before = copy.deepcopy(model.state_dict())
+        pooled = F.adaptive_avg_pool2d(map_before_pool(model, feats), 1).flatten(1)
+        torch.testing.assert_close(pooled, feats[-1])
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, before[name]), name
+        (pooled.sum() + logits.sum()).backward()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
