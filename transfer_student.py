@@ -49,6 +49,10 @@ def load_student(path: str, arch: str) -> nn.Module:
                         f"'{classifier_key(arch)}.weight'). Pass the --model_s that the file was trained as.")
     model = model_dict[arch](num_classes=int(weight.shape[0]))
     load_weights(model, state, path, arch, "--path_s")
+    if state.get("deployed"):
+        print(f"note: '{path}' was evaluated as the --distill {state['deployed'].get('method')} network (the student "
+              "plus the modules under 'deployed'); the linear probe reads the student backbone's pooled features "
+              "and leaves those modules out.")
     return model
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from distiller_zoo.base import METHODS, DistillContext, Distiller, Features, Flag, register  # noqa: F401
+from distiller_zoo.base import (  # noqa: F401
+    METHODS, DistillContext, Distiller, Features, Flag, deployed_from_checkpoint, register)
 from helper.loop import Progress  # noqa: F401
 
 # The row order of the published tables (CRD, then the methods added since); methods not listed

@@ -103,6 +103,7 @@ class Features:
     index: Tensor
     progress: Progress = Progress()
     views: dict[str, "Features"] = field(default_factory=dict)  # the other views (Distiller.views[1:]) by name
+    deployed_logits: Tensor | None = None  # set by ``loss`` when the deployed model's logits come for free (SimKD)
 
 
 class Distiller(nn.Module):
@@ -151,6 +152,24 @@ class Distiller(nn.Module):
     def epoch_scalars(self) -> dict[str, float]:
         """Values to log once per epoch beside the losses (e.g. a learned temperature)."""
         return {}
+
+    # deployed model (SimKD) -----------------------------------------------------------------
+    def deployed_model(self, student: nn.Module) -> nn.Module | None:
+        """The network validated each epoch and reported instead of the bare student, or None (the
+        student). Its ``forward(images)`` returns logits; it shares the student's and this method's
+        modules. Checkpoints keep the student under 'model' and add ``{'deployed': deployed_entry()}``;
+        a ``loss`` that computes its logits anyway may set ``features.deployed_logits`` so that the
+        training accuracy is measured on them too."""
+        return None
+
+    def deployed_entry(self) -> dict[str, Any]:
+        """What ``load_deployed`` needs besides the student: {'method': key, shapes, state dicts}."""
+        raise NotImplementedError
+
+    @classmethod
+    def load_deployed(cls, student: nn.Module, entry: dict[str, Any]) -> nn.Module:
+        """Rebuild the deployed model around a loaded ``student`` from a checkpoint's 'deployed' entry."""
+        raise NotImplementedError
 
     # init stage (abound, factor, fsp) -------------------------------------------------------
     def init_modules(self, student: nn.Module) -> list[nn.Module]:
@@ -209,6 +228,15 @@ def check_method_arguments(opt: argparse.Namespace) -> None:
         for flag in method.flags:
             if hasattr(opt, flag.dest):
                 flag.check(getattr(opt, flag.dest))
+
+
+def deployed_from_checkpoint(student: nn.Module, state: dict[str, Any]) -> nn.Module:
+    """The network whose accuracy a checkpoint reports: ``student`` (already loaded from its 'model'),
+    or, when the checkpoint has a 'deployed' entry, the model its method rebuilds around it."""
+    entry = state.get("deployed")
+    if not entry:
+        return student
+    return resolve_method(str(entry.get("method"))).load_deployed(student, entry)
 
 
 def resolve_method(name: str) -> type[Distiller]:

@@ -28,6 +28,15 @@ class DistillTask:
         self.kd_T, self.logit_stand = kd_T, logit_stand
         self.stage = stage
         self.init_modules = method.init_modules(student) if stage == "init" else []
+        self.deployed = method.deployed_model(student) if stage == "main" else None
+
+    def evaluated_model(self) -> nn.Module:
+        """The network validated each epoch: the method's deployed model (SimKD), else the student."""
+        return self.deployed if self.deployed is not None else self.model
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """Entries saved beside the student's 'model': what rebuilds the deployed model, if any."""
+        return {"deployed": self.method.deployed_entry()} if self.deployed is not None else {}
 
     def modules(self) -> list[nn.Module]:
         """The student and the method's modules (their BatchNorm statistics are shared across ranks)."""
@@ -82,7 +91,8 @@ class DistillTask:
         if self.method.has_method_loss and self.weights[self.method.key] > 0:
             losses[self.method.key] = self.method.loss(features)
         total = sum(self.weights[name] * value for name, value in losses.items())
-        return StepOutput(features.student_logits, losses, total)
+        logits = features.student_logits if features.deployed_logits is None else features.deployed_logits
+        return StepOutput(logits, losses, total)
 
     def after_step(self) -> None:
         if self.stage == "main":

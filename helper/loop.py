@@ -1,11 +1,13 @@
 """The one train/validate loop shared by train_teacher.py, train_student.py and transfer_student.py.
 
 A *task* says what a training step computes (``compute``) and which module is evaluated and
-saved (``model``); the loop owns everything else: lr schedule, optimisation, device-side meters
-(no host sync per step), progress bar, NaN guard, logging, atomic checkpoints, exact resume and
-graceful stop on SIGINT/SIGTERM. Under torchrun every rank runs the loop on its share of each batch:
-gradients are averaged after backward, meters and validation counts are summed over ranks, and
-only rank 0 prints, logs and writes checkpoints (see helper/distributed.py).
+saved (``model``; also ``evaluated_model()`` and ``checkpoint_entries()`` when the network it
+reports differs from the one it trains, as SimKD's); the loop owns everything else: lr schedule,
+optimisation, device-side meters (no host sync per step), progress bar, NaN guard, logging, atomic
+checkpoints, exact resume and graceful stop on SIGINT/SIGTERM. Under torchrun every rank runs the
+loop on its share of each batch: gradients are averaged after backward, meters and validation
+counts are summed over ranks, and only rank 0 prints, logs and writes checkpoints (see
+helper/distributed.py).
 """
 from __future__ import annotations
 
@@ -381,7 +383,8 @@ class StageRun:
         state = {"model": self.task.model.state_dict(), "epoch": epoch, "accuracy": accuracy,
                  "best_acc": self.best_acc, "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
                  "rng": capture_rng_state(), "stage": self.config.stage, "partial": partial,
-                 "world_size": distributed.world_size(), **self.config.checkpoint_extra}
+                 "world_size": distributed.world_size(), **self.config.checkpoint_extra,
+                 **_checkpoint_entries(self.task)}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -455,7 +458,7 @@ class StageRun:
         if not self.loss_columns and self.logger is None:
             self._open_logger(train, scalars)
         distributed.broadcast_norm_stats(_modules(self.task))  # one model to validate and save
-        test = validate(self.task.model, self.test_loader, self.autocast) \
+        test = validate(_evaluated_model(self.task), self.test_loader, self.autocast) \
             if config.validate_each_epoch and self.test_loader else {}
         self.last_acc = test.get("test_acc1", 0.0)
         improved = bool(test) and self.last_acc > self.best_acc
@@ -496,6 +499,18 @@ def _epoch_scalars(task: Task) -> dict[str, float]:
     """Per-epoch values a task reports beside its losses (e.g. a learned temperature)."""
     scalars = getattr(task, "epoch_scalars", None)
     return scalars() if callable(scalars) else {}
+
+
+def _evaluated_model(task: Task) -> nn.Module:
+    """The network a task validates and reports: its deployed model when it has one (SimKD), else ``model``."""
+    evaluated = getattr(task, "evaluated_model", None)
+    return evaluated() if callable(evaluated) else task.model
+
+
+def _checkpoint_entries(task: Task) -> dict[str, Any]:
+    """Entries a task adds to its checkpoints besides 'model' (SimKD: what rebuilds its deployed model)."""
+    entries = getattr(task, "checkpoint_entries", None)
+    return entries() if callable(entries) else {}
 
 
 def _modules(task: Task) -> list[nn.Module]:

@@ -59,8 +59,9 @@ planned_epochs() { echo "${EPOCHS:-$DEFAULT_EPOCHS}"; }
 fmt_g() { LC_ALL=C printf '%g' "$1"; }  # a loss weight as Python's f"{x:g}" writes it in folder names
 
 # method_weights NAME: set METHOD_KEY, METHOD_R, METHOD_A, METHOD_B for a sweep method name:
-# a --distill key with the weights of SPEC section 3 (kd: -r 0.1 -a 0.9 -b 0; others -a 0 -b
-# <default>), or KEY+kd for the "+KD" variants (-r 1 -a 1 -b <default>; crd+kd is -r 1 -a 1 -b 0.8).
+# a --distill key with the weights of SPEC section 3 (kd: -r 0.1 -a 0.9 -b 0; simkd: -r 0 -a 0
+# -b 1; others -a 0 -b <default>), or KEY+kd for the "+KD" variants (-r 1 -a 1 -b <default>;
+# crd+kd is -r 1 -a 1 -b 0.8).
 method_weights() {
     METHOD_KEY=${1%+kd}
     METHOD_R=1
@@ -78,6 +79,7 @@ method_weights() {
         fsp | nst) METHOD_B=50 ;;
         kdsvd) METHOD_B=1 ;;
         reviewkd) METHOD_B=5 ;;
+        simkd) METHOD_R=0; METHOD_B=1 ;;
         *) return 1 ;;
     esac
     if [ "$METHOD_KEY" != "$1" ]; then
@@ -89,7 +91,7 @@ method_weights() {
 check_methods() {  # fail early on an unknown name in METHODS
     for _name in $METHODS; do
         method_weights "$_name" || die "unknown method '$_name' in METHODS. Use --distill keys (kd hint attention" \
-            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd reviewkd), optionally" \
+            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd reviewkd simkd), optionally" \
             "with '+kd' (e.g. crd+kd)."
     done
 }

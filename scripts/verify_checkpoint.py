@@ -3,8 +3,9 @@
     python scripts/verify_checkpoint.py save/models/resnet56_vanilla/ckpt_epoch_240.pth resnet56
 
 Loads it the way train_student.py loads a teacher (``weights_only=True``, then ``strict=True``
-into ``model_dict[arch](num_classes=100)``). Exit status 0 when valid; 1 with a message saying
-what is wrong otherwise; 2 for a wrong command line.
+into ``model_dict[arch](num_classes=100)``); a student whose method deploys extra modules (SimKD:
+projector + teacher classifier, under 'deployed') must rebuild into that network too. Exit status
+0 when valid; 1 with a message saying what is wrong otherwise; 2 for a wrong command line.
 """
 from __future__ import annotations
 
@@ -27,10 +28,17 @@ def verify(path: Path, arch: str, num_classes: int = 100) -> str:
     state = load_checkpoint(path, f"{arch} checkpoint")
     model = model_dict[arch](num_classes=num_classes)
     load_weights(model, state, path, arch, "file")
+    network = ""
+    if state.get("deployed"):
+        from distiller_zoo import deployed_from_checkpoint
+        from distiller_zoo.base import resolve_method
+
+        deployed_from_checkpoint(model, state)  # UserError when the deployed modules do not load
+        network = f" of the deployed {resolve_method(str(state['deployed']['method'])).label()} network"
     details = [f"epoch {state['epoch']}" if "epoch" in state else None]
     accuracy = state.get("best_acc", state.get("accuracy"))
     if isinstance(accuracy, (int, float)) or hasattr(accuracy, "item"):
-        details.append(f"accuracy {float(accuracy):.2f}")
+        details.append(f"accuracy {float(accuracy):.2f}{network}")
     described = ", ".join(d for d in details if d)
     return f"{path} is a valid {arch} checkpoint" + (f" ({described})" if described else "")
 
