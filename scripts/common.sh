@@ -80,6 +80,7 @@ method_weights() {
         kdsvd) METHOD_B=1 ;;
         reviewkd) METHOD_B=5 ;;
         simkd) METHOD_R=0; METHOD_B=1 ;;
+        catkd) METHOD_B=15 ;;
         *) return 1 ;;
     esac
     if [ "$METHOD_KEY" != "$1" ]; then
@@ -91,8 +92,8 @@ method_weights() {
 check_methods() {  # fail early on an unknown name in METHODS
     for _name in $METHODS; do
         method_weights "$_name" || die "unknown method '$_name' in METHODS. Use --distill keys (kd hint attention" \
-            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd reviewkd simkd), optionally" \
-            "with '+kd' (e.g. crd+kd)."
+            "similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd kdsvd reviewkd simkd catkd)," \
+            "optionally with '+kd' (e.g. crd+kd)."
     done
 }
 

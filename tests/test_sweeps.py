@@ -31,7 +31,7 @@ def _sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_method_weights_match_the_paper_tables() -> None:
     names = ("kd hint attention similarity correlation vid crd rkd pkt abound factor fsp nst rrd dcd "
-             "kdsvd reviewkd simkd crd+kd rrd+kd dcd+kd")
+             "kdsvd reviewkd simkd catkd crd+kd rrd+kd dcd+kd")
     script = (f'SCRIPT_DIR={SCRIPTS}; ROOT={REPO}; . "$SCRIPT_DIR/common.sh"; '
               f'for m in {names}; do method_weights "$m"; '
               'echo "$m $METHOD_KEY -r $(fmt_g $METHOD_R) -a $(fmt_g $METHOD_A) -b $(fmt_g $METHOD_B)"; done')
@@ -46,6 +46,7 @@ def test_method_weights_match_the_paper_tables() -> None:
     assert lines["dcd+kd"] == "dcd -r 1 -a 1 -b 1"
     assert lines["rrd+kd"] == "rrd -r 1 -a 1 -b 1"
     assert lines["simkd"] == "simkd -r 0 -a 0 -b 1"
+    assert lines["catkd"] == "catkd -r 1 -a 0 -b 15"
     from distiller_zoo import METHODS  # every key's -b is its registered default
 
     for key, method in METHODS.items():

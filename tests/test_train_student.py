@@ -80,6 +80,8 @@ SEED_LINES = [
      "rrd", (1.0, 0.0, 1.0)),
     ("python train_student.py --path_t <teacher> --distill simkd --model_s resnet8x4 --trial 1",
      "simkd", (0.0, 0.0, 1.0)),
+    ("python train_student.py --path_t <teacher> --distill catkd --model_s resnet8x4 --trial 1",
+     "catkd", (1.0, 0.0, 15.0)),
 ]
 
 
@@ -106,7 +108,8 @@ def test_default_weights_when_omitted(key: str, published_teacher: Path) -> None
              "nst": (1, 0, 50), "rrd": (1, 0, 1), "dcd": (1, 0, 1),
              "dkd": (1, 0, 1), "dist": (1, 0, 2), "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1),
              "reviewkd": (1, 0, 5), "ctkd": (0.1, 0, 0.9), "mlkd": (0.1, 0, 0.9),
-             "simkd": (0, 0, 1)}
+             "simkd": (0, 0, 1),
+             "catkd": (1, 0, 15)}
     opt = train_student.parse_args(["--path_t", str(published_teacher), "--distill", key])
     assert (opt.gamma, opt.alpha, opt.beta) == table[key]
 
