@@ -120,7 +120,7 @@ class DiscriminativeConsistent(Distiller):
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
-        self.criterion = DCDLoss(context.loss_options(), trainable=not context.opt.dcd_fixed_tau)
+        self.criterion = DCDLoss(context.loss_options(), trainable=not getattr(context.opt, "dcd_fixed_tau", False))
 
     def loss(self, features: Features) -> Tensor:
         return self.criterion(features.student[-1], features.teacher[-1])
