@@ -73,8 +73,9 @@ download() {
             *) echo "wget: exit status $status" >>"$ERRORS"; return 1 ;;
         esac
     fi
-    echo "neither curl nor wget is installed" >"$ERRORS"
-    return 2
+    warn "neither curl nor wget is installed: install one, or put each teacher at" \
+        "$SAVE_DIR/<arch>_vanilla/ckpt_epoch_240.pth yourself (this script then verifies it)."
+    exit 1
 }
 
 unreachable() {  # the one message for a host that cannot be reached; exits
