@@ -75,8 +75,8 @@ class Flag:
             broken.append(f"<= {self.maximum:g}")
         if broken or not math.isfinite(value):
             wanted = " and ".join(broken) if broken else "a finite number"
-            raise UserError(f"{self.name} must be {wanted}, got {value}. {self.help}; the default is "
-                            f"{self.default}.")
+            raise UserError(f"{self.name} must be {wanted}, got {value}. {self.help[:1].upper()}{self.help[1:]}; the "
+                            f"default is {self.default}.")
 
 
 @dataclass
