@@ -22,24 +22,38 @@ from helper import distributed
 from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
-from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
+from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, check_range,
+                            finalize_training_args, resolve_resume)
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from models import all_model_dict
 
+LOSS_WEIGHT_FLAGS = {"gamma": "-r", "alpha": "-a", "beta": "-b"}
+FETCH_HINT = ("Fetch the published CIFAR-100 teachers with `sh scripts/fetch_pretrained_teachers.sh`, or train one "
+              "with train_teacher.py.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: RepDistiller's train_student.py flags, every method's own flags, this repo's additions."""
+    parser = argparse.ArgumentParser(description="Knowledge distillation from a trained teacher into a student.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--model_s", type=str, default="resnet8", help=f"student: {' '.join(all_model_dict)}")
+    parser.add_argument("--path_t", type=str, default=None,
+                        help="teacher checkpoint (.pth with a 'model' key; required), e.g. "
+                             "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth")
+    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
+    parser.add_argument("-r", "--gamma", type=float, default=None,
+                        help="weight of the cross-entropy term (default: the method's; kd 0.1, others 1)")
+    parser.add_argument("-a", "--alpha", type=float, default=None,
+                        help="weight of the KD term (default: the method's; kd 0.9, others 0)")
+    parser.add_argument("-b", "--beta", type=float, default=None,
+                        help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
+    add_method_arguments(parser)
+    add_training_args(parser, learning_rate=None, trial="1")
+    return parser
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Knowledge distillation from a trained teacher into a student.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model_s", type=str, default="resnet8", help=f"student: {' '.join(all_model_dict)}")
-    parser.add_argument("--path_t", type=str, default=None, help="teacher checkpoint (.pth with a 'model' key)")
-    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
-    parser.add_argument("-r", "--gamma", type=float, default=None, help="weight of CE (method default)")
-    parser.add_argument("-a", "--alpha", type=float, default=None, help="weight of the KD-KL term (method default)")
-    parser.add_argument("-b", "--beta", type=float, default=None, help="weight of the method loss (method default)")
-    add_method_arguments(parser)
-    add_training_args(parser, learning_rate=None)
-    opt = parser.parse_args(argv)
-    return finalize_student_args(opt)
+    return finalize_student_args(build_parser().parse_args(argv))
 
 
 def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
@@ -51,22 +65,21 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
         print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")
         opt.distill = method.key
     check_method_arguments(opt)
+    finalize_training_args(opt, opt.model_s)  # every range checked before anything is loaded
     if opt.path_t is None:
         raise UserError("--path_t is required: the teacher checkpoint, e.g. "
-                        "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth (fetch the published teachers with "
-                        "`sh scripts/fetch_pretrained_teachers.sh`, or train one with train_teacher.py).")
+                        f"./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth. {FETCH_HINT}")
     for flag, name in (("gamma", "default_gamma"), ("alpha", "default_alpha"), ("beta", "default_beta")):
         if getattr(opt, flag) is None:
             setattr(opt, flag, getattr(method, name))
-        if getattr(opt, flag) < 0:
-            raise UserError(f"Loss weight --{flag} must be >= 0, got {getattr(opt, flag)}.")
+        check_range(flag, getattr(opt, flag), 0, True, None, False, f"the loss weight {LOSS_WEIGHT_FLAGS[flag]}")
     if opt.gamma == opt.alpha == opt.beta == 0:
         warnings.warn("-r, -a and -b are all 0: the student receives no training signal.", stacklevel=2)
     check_model_for_dataset(opt.model_s, opt.dataset, "--model_s")
-    opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)")
+    opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT)
     opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
-    return finalize_training_args(opt, opt.model_s)
+    return opt
 
 
 def teacher_arch(path: str, state: dict[str, Any]) -> str:

@@ -13,16 +13,24 @@ from dataset.build import build_data
 from helper import distributed
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import add_training_args, check_model_for_dataset, finalize_training_args, resolve_resume
+from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, finalize_training_args,
+                            resolve_resume)
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
+from helper.util import plural
 from models import all_model_dict
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (RepDistiller's train_teacher.py flags plus this repo's additions)."""
+    parser = argparse.ArgumentParser(description="Train a CIFAR-style classifier (teacher) with cross-entropy.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--model", type=str, default="resnet110", help=f"architecture: {' '.join(all_model_dict)}")
+    add_training_args(parser, learning_rate=None, trial="0")
+    return parser
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a CIFAR-style classifier (teacher) with cross-entropy.")
-    parser.add_argument("--model", type=str, default="resnet110", help=f"one of: {' '.join(all_model_dict)}")
-    add_training_args(parser, learning_rate=None)
-    opt = parser.parse_args(argv)
+    opt = build_parser().parse_args(argv)
     if opt.model not in all_model_dict:
         raise UserError(f"Unknown --model '{opt.model}'. Choose one of: {', '.join(all_model_dict)}.")
     check_model_for_dataset(opt.model, opt.dataset, "--model")
@@ -46,7 +54,7 @@ def main(argv: list[str] | None = None) -> float:
     data, train_loader, test_loader = build_data(opt, device)
     model = prepare_model(all_model_dict[opt.model](num_classes=data.num_classes), opt, device)
     optimizer = make_optimizer(model.parameters(), opt, device)
-    print(f"Training teacher {opt.model} on {opt.dataset} ({len(train_loader)} steps/epoch, device {device}) "
+    print(f"Training teacher {opt.model} on {opt.dataset} ({plural(len(train_loader), 'step')}/epoch, device {device}) "
           f"-> {run_dir}")
     result = run_stage(ClassifierTask(model), optimizer, train_loader, test_loader, opt, run_dir, tb_dir,
                        opt.model, opt.model, resume)

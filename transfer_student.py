@@ -16,18 +16,27 @@ from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import add_training_args, finalize_training_args, resolve_resume
+from helper.options import HelpFormatter, add_training_args, finalize_training_args, resolve_resume
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
+from helper.util import plural
 from models import classifier_key, get_classifier, model_dict, set_classifier
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a linear classifier on a frozen distilled student.")
-    parser.add_argument("--path_s", type=str, default=None, help="student checkpoint (.pth with a 'model' key)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the DCD/RRD transfer_student.py flags plus this repo's additions; no ImageNet)."""
+    parser = argparse.ArgumentParser(description="Train a linear classifier on a frozen distilled student.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--path_s", type=str, default=None,
+                        help="distilled student checkpoint (required), e.g. "
+                             "save/student/student_model/<run>/<model_s>_best.pth")
     parser.add_argument("--model_s", type=str, default="wrn_16_2", help=f"student arch: {' '.join(model_dict)}")
-    add_training_args(parser, epochs=120, learning_rate=0.05, lr_decay_epochs="30,60,90", dataset="stl10",
-                      datasets=("stl10", "tinyimagenet", "cifar100", "digits"))
-    opt = parser.parse_args(argv)
+    add_training_args(parser, epochs=120, learning_rate=None, lr_decay_epochs="30,60,90", dataset="stl10",
+                      datasets=("stl10", "tinyimagenet", "cifar100", "cifar10", "digits"), trial="0")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    opt = build_parser().parse_args(argv)
     if opt.model_s not in model_dict:
         raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(model_dict)}.")
     if opt.path_s is None:
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> float:
     prepare_model(model, opt, device)
     optimizer = make_optimizer(head.parameters(), opt, device)
     print(f"Linear probe of {opt.model_s} from '{opt.path_s}' on {opt.dataset} ({data.num_classes} classes, "
-          f"{len(train_loader)} steps/epoch, device {device}) -> {run_dir}")
+          f"{plural(len(train_loader), 'step')}/epoch, device {device}) -> {run_dir}")
     task = ClassifierTask(model, frozen=[model])  # whole network in eval mode: frozen BN statistics
     result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
                        resume, extra={"source": str(opt.path_s)})

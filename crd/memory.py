@@ -131,7 +131,9 @@ class ContrastSampler:
     """Draws CRD contrast indices on the device: (B, nce_k + 1), positive first.
 
     Column 0 is the anchor itself ('exact') or a uniformly random sample of its class, possibly
-    itself ('relax'). Columns 1.. are nce_k distinct samples of the *other* classes.
+    itself ('relax'). Columns 1.. are nce_k distinct samples of the *other* classes; for an anchor
+    whose class has fewer than nce_k such negatives (small datasets, subsets), nce_k uniform draws
+    from them with replacement, as RepDistiller's CIFAR-100 sampler does (``short_classes``).
 
     Scheme (O(B * nce_k) work, no per-sample Python): one uniform permutation pi of the dataset
     is drawn per call. For an anchor of class c, restricting pi to the N_c samples not in class
@@ -165,17 +167,17 @@ class ContrastSampler:
 
         self.class_counts = torch.bincount(labels)
         largest_class = int(self.class_counts.max())
-        smallest_negatives = self.n_data - largest_class
-        if self.nce_k > smallest_negatives:
-            raise ValueError(
-                f"nce_k={self.nce_k} exceeds the {smallest_negatives} negatives available to the "
-                f"largest class ({largest_class} of {self.n_data} samples); lower --nce_k to at "
-                f"most {smallest_negatives}"
-            )
+        self.smallest_negatives = self.n_data - largest_class
+        if self.smallest_negatives == 0:
+            raise ValueError(f"all {self.n_data} samples are of one class: there are no negatives to contrast")
+        present = torch.nonzero(self.class_counts).view(-1)
+        self.num_classes = int(present.numel())
+        self.short_classes = [int(c) for c in present if self.n_data - int(self.class_counts[c]) < self.nce_k]
         # members[c, r] = r-th sample of class c, padded with -1
         order = torch.argsort(labels, stable=True)
         sorted_labels = labels[order]
         class_starts = torch.cumsum(self.class_counts, 0) - self.class_counts
+        self.class_sorted, self.class_starts = order, class_starts
         rank_in_class = torch.arange(self.n_data, device=device) - class_starts[sorted_labels]
         self.members = torch.full(
             (self.class_counts.numel(), largest_class), -1, dtype=torch.long, device=device
@@ -238,8 +240,25 @@ class ContrastSampler:
         increments = torch.ones(batch_size, self.nce_k + 1, dtype=torch.long, device=device)
         increments[:, 0] = (offsets + (relative <= 0).sum(1, keepdim=True)).squeeze(1)
         increments.scatter_add_(1, relative.clamp(0, self.nce_k), in_window.long())
-        locations = increments.cumsum_(1)  # (B, nce_k + 1), all < 2 * n_data
+        locations = increments.cumsum_(1)  # (B, nce_k + 1), all < 2 * n_data unless the class is short
+        if self.short_classes:
+            locations.clamp_(max=2 * n_data - 1)  # short classes' rows are replaced below
         doubled = torch.cat([permutation, permutation])
         contrast_idx = doubled.index_select(0, locations.view(-1)).view(batch_size, -1)
+        if self.short_classes:
+            short = (num_negatives < self.nce_k).view(-1, 1)
+            drawn = self._with_replacement(classes, counts, world_size, rows, generator)
+            contrast_idx[:, 1:] = torch.where(short, drawn, contrast_idx[:, 1:])
         contrast_idx[:, 0] = positives  # column 0 of the window is discarded
         return contrast_idx
+
+    def _with_replacement(self, classes: torch.Tensor, counts: torch.Tensor, world_size: int, rows: slice,
+                          generator: torch.Generator | None) -> torch.Tensor:
+        """(B, nce_k) uniform draws with replacement from each anchor's negatives: the j-th negative
+        of class c is the j-th sample of the class-sorted order, skipping class c's block."""
+        num_negatives = self.n_data - counts  # (B, 1)
+        u = torch.rand(world_size * classes.numel(), self.nce_k, device=self.device, generator=generator,
+                       dtype=torch.float64)[rows]
+        rank = torch.minimum((u * num_negatives).long(), num_negatives - 1)
+        starts = self.class_starts[classes].unsqueeze(1)
+        return self.class_sorted[torch.where(rank >= starts, rank + counts, rank)]

@@ -43,15 +43,17 @@ if [ -e "$TARGET" ]; then
 fi
 
 # --- download -----------------------------------------------------------------------------------
-fetch() {  # URL -> $PART, resuming a partial file where the server allows it
+fetch() {  # URL -> $PART, resuming a partial file where the server allows it; no retries, no progress noise
     if have curl; then
-        curl -fL --retry 3 --retry-delay 2 -C - -o "$PART" "$URL" && return 0
+        if [ -t 2 ]; then progress=--progress-bar; else progress=--silent; fi
+        curl --fail --location --show-error $progress --connect-timeout 10 -C - -o "$PART" "$URL" && return 0
         status=$?
         [ "$status" -eq 33 ] || return "$status"  # 33: the server cannot resume, so start over
         rm -f "$PART"
-        curl -fL --retry 3 --retry-delay 2 -o "$PART" "$URL"
+        curl --fail --location --show-error $progress --connect-timeout 10 -o "$PART" "$URL"
     elif have wget; then
-        wget -c -t 3 -O "$PART" "$URL"
+        if [ -t 2 ]; then quiet=""; else quiet=--quiet; fi
+        wget $quiet -c --tries=1 --timeout=10 -O "$PART" "$URL"
     else
         die "neither curl nor wget is installed; download $URL to $ZIP yourself and run the script again."
     fi
@@ -84,8 +86,12 @@ verify() {  # the zip is complete (every member's CRC) and, if given, has the ex
 
 if [ ! -f "$ZIP" ]; then
     say "downloading $URL"
-    fetch || die "downloading $URL failed (a partial download is kept as $PART and the next run resumes it)." \
-        "Check the network, or set TINYIMAGENET_URL to a mirror."
+    if ! fetch; then
+        [ -s "$PART" ] || rm -f "$PART"
+        kept=""
+        [ ! -f "$PART" ] || kept=" The partial download is kept as $PART; the next run resumes it."
+        die "downloading $URL failed (see above).$kept Check the network, or set TINYIMAGENET_URL to a mirror."
+    fi
     mv -f "$PART" "$ZIP"
 fi
 say "verifying $ZIP"

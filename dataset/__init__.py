@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from dataset.base import DatasetError, ImageData
+from dataset.cifar10 import load_cifar10
 from dataset.cifar100 import load_cifar100
 from dataset.digits import load_digits
 from dataset.loaders import VIEWS, ClassicLoader, FastLoader, Loader, TestLoader, TrainLoader
@@ -19,6 +20,7 @@ from dataset.tinyimagenet import load_tinyimagenet
 
 DATASETS: dict[str, Callable[..., ImageData]] = {
     "cifar100": load_cifar100,
+    "cifar10": load_cifar10,
     "digits": load_digits,
     "stl10": load_stl10,
     "tinyimagenet": load_tinyimagenet,

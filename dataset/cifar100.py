@@ -24,29 +24,36 @@ def _missing_message(root: Path, detail: str) -> str:
             f"so that torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
 
 
-def _read_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read one pickle into uint8 (N, 3, 32, 32) images and int64 fine labels."""
+def read_cifar_pickle(path: Path, label_key: str, num_classes: int, dataset: str,
+                      url: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one official CIFAR python pickle (Python 2 dict with 'data' N x 3072 and ``label_key``)
+    into uint8 (N, 3, 32, 32) images and int64 labels; DatasetError (what to do) when unreadable."""
     try:
         with open(path, "rb") as handle:
             # Official files were written by Python 2: 'latin1' decodes their str keys and numpy arrays.
             entry: dict[Any, Any] = pickle.load(handle, encoding="latin1")
         entry = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
         data = np.asarray(entry["data"])
-        labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+        labels = np.asarray(entry[label_key], dtype=np.int64)
     except Exception as error:  # truncated/corrupt pickles raise many different exception types
-        raise DatasetError(f"CIFAR-100 file {path} is corrupt or not a CIFAR-100 python pickle "
+        raise DatasetError(f"{dataset} file {path} is corrupt or not a {dataset} python pickle "
                            f"({type(error).__name__}: {error}). Delete the folder {path.parent} and download "
-                           f"it again from {URL} (extract into {path.parent.parent}).") from error
+                           f"it again from {url} (extract into {path.parent.parent}).") from error
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0] \
             or (data.size and (data.min() < 0 or data.max() > 255)):
-        raise DatasetError(f"CIFAR-100 file {path} has unexpected contents: 'data' {data.dtype} {data.shape} "
-                           f"with {labels.shape[0]} 'fine_labels' (expected N x 3072 uint8 and N labels). "
-                           f"Delete {path.parent} and download it again from {URL}.")
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DatasetError(f"CIFAR-100 file {path} has fine labels outside 0..99. Delete {path.parent} "
-                           f"and download it again from {URL}.")
+        raise DatasetError(f"{dataset} file {path} has unexpected contents: 'data' {data.dtype} {data.shape} "
+                           f"with {labels.shape[0]} '{label_key}' (expected N x 3072 uint8 and N labels). "
+                           f"Delete {path.parent} and download it again from {url}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetError(f"{dataset} file {path} has '{label_key}' outside 0..{num_classes - 1}. Delete "
+                           f"{path.parent} and download it again from {url}.")
     images = torch.from_numpy(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).copy())
     return images, torch.from_numpy(labels)
+
+
+def _read_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one CIFAR-100 pickle into uint8 (N, 3, 32, 32) images and int64 fine labels."""
+    return read_cifar_pickle(path, "fine_labels", NUM_CLASSES, "CIFAR-100", URL)
 
 
 def _download(root: Path) -> None:

@@ -8,6 +8,7 @@ with cross-entropy and KD into the weighted total ``gamma*CE + alpha*KD + beta*m
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,7 +39,8 @@ class Flag:
     """One command-line flag a method declares; ``-h`` shows it in the group of the methods using it.
 
     The type follows ``default`` (a bool default makes a switch). ``minimum``/``above`` bound the
-    value (inclusive/exclusive); ``choices`` restricts it.
+    value from below (inclusive/exclusive), ``maximum`` from above (inclusive); a float must be
+    finite; ``choices`` restricts it.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Flag:
     minimum: float | None = None
     above: float | None = None
     choices: tuple[Any, ...] | None = None
+    maximum: float | None = None
 
     @property
     def dest(self) -> str:
@@ -60,13 +63,20 @@ class Flag:
                            help=self.help)
 
     def check(self, value: Any) -> None:
-        """Raise UserError when ``value`` is outside the declared range."""
-        if self.minimum is not None and value < self.minimum:
-            raise UserError(f"{self.name} must be >= {self.minimum:g}, got {value}. {self.help}; the default is "
-                            f"{self.default}.")
-        if self.above is not None and value <= self.above:
-            raise UserError(f"{self.name} must be > {self.above:g}, got {value}. {self.help}; the default is "
-                            f"{self.default}.")
+        """Raise UserError when ``value`` is outside the declared range (or a non-finite float)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        broken = []
+        if self.minimum is not None and not value >= self.minimum:
+            broken.append(f">= {self.minimum:g}")
+        if self.above is not None and not value > self.above:
+            broken.append(f"> {self.above:g}")
+        if self.maximum is not None and not value <= self.maximum:
+            broken.append(f"<= {self.maximum:g}")
+        if broken or not math.isfinite(value):
+            wanted = " and ".join(broken) if broken else "a finite number"
+            raise UserError(f"{self.name} must be {wanted}, got {value}. {self.help[:1].upper()}{self.help[1:]}; the "
+                            f"default is {self.default}.")
 
 
 @dataclass
@@ -199,6 +209,7 @@ NCE_K = Flag("--nce_k", 16384, "CRD negatives per anchor / RRD queue length", mi
 LOGIT_STAND = Flag("--logit_stand", False, "z-score each sample's logits before the temperature in the KD "
                    "term (-a) and in the logit losses that support it (Sun et al., Logit Standardization in KD, "
                    "CVPR 2024)")
+NCE_T = Flag("--nce_t", 0.07, "CRD temperature; with --dcd_fixed_tau, DCD's fixed logit scale", above=0)
 INIT_EPOCHS = Flag("--init_epochs", 30, "epochs of the init stage, before the main one", minimum=0)
 
 

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from crd.criterion import CRDLoss
 from crd.memory import ContrastSampler, bank_bytes
-from distiller_zoo.base import FEAT_DIM, NCE_K, DistillContext, Distiller, Features, Flag, register
+from distiller_zoo.base import FEAT_DIM, NCE_K, NCE_T, DistillContext, Distiller, Features, Flag, register
+from helper import distributed
 from helper.errors import UserError
 
 LARGE_BANK_BYTES = 2**28  # say how much memory the banks take from 256 MB on
@@ -17,14 +18,14 @@ LARGE_BANK_BYTES = 2**28  # say how much memory the banks take from 256 MB on
 @register
 class ContrastiveRepresentation(Distiller):
     """NCE between student/teacher embeddings and momentum memory banks of the other network.
-    Negatives (--nce_k, other classes only) are sampled on the device each step. Under torchrun the
-    banks and the negatives equal those of one process training on the global batch."""
+    Negatives (--nce_k, other classes only; with replacement for a class that has fewer) are sampled
+    on the device each step. Under torchrun the banks and the negatives equal those of one process
+    training on the global batch."""
 
     display_name = "CRD"
     paper = "Tian, Krishnan & Isola, Contrastive Representation Distillation, ICLR 2020"
-    flags = (FEAT_DIM, NCE_K,
-             Flag("--nce_t", 0.07, "CRD temperature", above=0),
-             Flag("--nce_m", 0.5, "CRD memory momentum", minimum=0),
+    flags = (FEAT_DIM, NCE_K, NCE_T,
+             Flag("--nce_m", 0.5, "CRD memory momentum", minimum=0, maximum=1),
              Flag("--mode", "exact", "CRD positives: the sample itself (exact) or a same-class sample (relax)",
                   choices=("exact", "relax")),
              Flag("--crd_bank_dtype", "fp32", "CRD memory banks: 2 x n_data x feat_dim values (ImageNet, fp32: "
@@ -66,7 +67,12 @@ class ContrastiveRepresentation(Distiller):
         try:
             self.sampler = ContrastSampler(context.train_labels, opt.nce_k, opt.mode, context.device)
         except ValueError as error:
-            raise UserError(f"--nce_k {opt.nce_k} is too large for this dataset: {error}") from None
+            raise UserError(f"--distill crd needs at least two classes: {error}.") from None
+        short = self.sampler.short_classes
+        if short and distributed.is_main():
+            print(f"CRD: --nce_k {opt.nce_k} is more than the negatives (samples of other classes) that {len(short)} "
+                  f"of {self.sampler.num_classes} classes have (fewest: {self.sampler.smallest_negatives}); their "
+                  "negatives are drawn with replacement, as the reference implementations do.")
         self.criterion = CRDLoss(opt)
         size = bank_bytes(opt.n_data, opt.feat_dim, opt.crd_bank_dtype)
         if size >= LARGE_BANK_BYTES:

@@ -41,9 +41,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         pass
 
 
-def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: str = "") -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True``; a bare state_dict (torchvision's
-    files) comes back as ``{'model': state_dict}``.
+    files) comes back as ``{'model': state_dict}``. ``missing_hint`` ends the message for a missing file.
 
     Older RepDistiller-style files that pickled an ``argparse.Namespace`` load through an
     explicit allowlist of that one type; nothing else outside tensors/containers is accepted.
@@ -51,8 +51,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     path = Path(path)
     if not path.exists():
         raise UserError(f"The {what} file '{path}' does not exist. Check the path (it is relative to the "
-                        f"current folder '{Path.cwd()}'), or fetch the published teachers with "
-                        "`sh scripts/fetch_pretrained_teachers.sh`.")
+                        f"current folder '{Path.cwd()}'). {missing_hint}".rstrip())
     if path.is_dir():
         candidates = sorted(p.name for p in path.glob("*.pth"))
         hint = f" It contains: {', '.join(candidates)}." if candidates else " It contains no .pth files."

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from helper import distributed
 from helper.checkpoint import load_checkpoint
 from helper.errors import UserError
+from helper.util import plural
 
 SMALL_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
@@ -16,6 +18,19 @@ SMALL_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 # the learning rate is 0.1 x batch_size / 256.
 IMAGENET_DEFAULTS: dict[str, Any] = {"epochs": 100, "lr_decay_epochs": "30,60,90", "weight_decay": 1e-4}
 IMAGENET_IMAGE_SIZE = 224
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``-h`` shows every flag's default: '(default: X)' after the help, 'off' for a switch; a flag
+    whose default is computed (None) says in its help what it becomes."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        if action.default is False and action.nargs == 0:
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
 
 
 class StoreGiven(argparse.Action):
@@ -29,32 +44,47 @@ class StoreGiven(argparse.Action):
 
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, learning_rate: float | None = 0.05,
                       lr_decay_epochs: str = "150,180,210", dataset: str = "cifar100",
-                      datasets: tuple[str, ...] = ("cifar100", "digits", "imagenet")) -> None:
-    """The RepDistiller training flags (defaults of SPEC section 3) plus this repo's additions."""
+                      datasets: tuple[str, ...] = ("cifar100", "cifar10", "digits", "imagenet"),
+                      trial: str = "0") -> None:
+    """The RepDistiller training flags with the calling script's defaults, plus this repo's additions.
+
+    The ImageNet flags (--image_size, --decode) and ImageNet default notes appear only when
+    ``datasets`` holds 'imagenet'.
+    """
+    imagenet = "imagenet" in datasets
+    small_lr = "0.05; 0.01 for MobileNetV2/ShuffleV1/ShuffleV2"
     group = parser.add_argument_group("training")
     group.add_argument("--print_freq", type=int, default=100, help="steps between progress updates (host syncs)")
     group.add_argument("--tb_freq", type=int, default=500, help="steps between tensorboard step scalars")
     group.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_<N>.pth every N epochs")
-    group.add_argument("--batch_size", type=int, default=64)
-    group.add_argument("--num_workers", type=int, default=8, help="DataLoader workers (--loader classic only)")
-    group.add_argument("--epochs", type=int, default=epochs, action=StoreGiven, help="imagenet: default 100")
+    group.add_argument("--batch_size", type=int, default=64, help="images per step (per process under torchrun)")
+    group.add_argument("--num_workers", type=int, default=8, help="DataLoader workers (--loader classic"
+                       + (" and imagenet" if imagenet else "") + "; 0 = load in the main process)")
+    group.add_argument("--epochs", type=int, default=epochs, action=StoreGiven,
+                       help="training epochs" + ("; imagenet: 100" if imagenet else ""))
     group.add_argument("--learning_rate", type=float, default=learning_rate, action=StoreGiven,
-                       help="default 0.05 (0.01 for MobileNetV2/ShuffleV1/ShuffleV2; imagenet: 0.1 x batch_size/256)")
+                       help="SGD learning rate" if learning_rate is not None else
+                       f"SGD learning rate (default {small_lr}" + ("; imagenet: 0.1 x batch_size/256)" if imagenet
+                                                                  else ")"))
     group.add_argument("--lr_decay_epochs", type=str, default=lr_decay_epochs, action=StoreGiven,
-                       help="comma list, e.g. 150,180,210 (imagenet: 30,60,90)")
-    group.add_argument("--lr_decay_rate", type=float, default=0.1)
-    group.add_argument("--weight_decay", type=float, default=5e-4, action=StoreGiven, help="imagenet: 1e-4")
-    group.add_argument("--momentum", type=float, default=0.9)
-    group.add_argument("--dataset", type=str, default=dataset, choices=list(datasets))
-    group.add_argument("--trial", type=str, default="0", help="experiment id, part of the run folder name")
+                       help="comma list of epochs after which the learning rate is multiplied by --lr_decay_rate"
+                       + ("; imagenet: 30,60,90" if imagenet else ""))
+    group.add_argument("--lr_decay_rate", type=float, default=0.1, help="learning-rate factor at each decay epoch")
+    group.add_argument("--weight_decay", type=float, default=5e-4, action=StoreGiven,
+                       help="SGD weight decay" + ("; imagenet: 1e-4" if imagenet else ""))
+    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    group.add_argument("--dataset", type=str, default=dataset, choices=list(datasets), help="dataset to train on")
+    group.add_argument("-t", "--trial", type=str, default=trial, help="experiment id, part of the run folder name")
 
     ours = parser.add_argument_group("distillers additions")
     ours.add_argument("--data_folder", type=str, default="./data", help="datasets live here in official layouts")
     ours.add_argument("--save_folder", type=str, default="./save", help="checkpoints and logs go here")
-    ours.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
-    ours.add_argument("--seed", type=int, default=None, help="random seed (default: derived from --trial)")
+    ours.add_argument("--device", type=str, default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
+    ours.add_argument("--seed", type=int, default=None,
+                      help="random seed (default: the digits of --trial, e.g. 1 for --trial 1)")
     ours.add_argument("--resume", type=str, default=None,
-                      help="'auto' continues the run folder's last checkpoint; or a checkpoint PATH")
+                      help="'auto' continues the run folder's last checkpoint; or a checkpoint PATH (default: a "
+                           "fresh run)")
     ours.add_argument("--loader", choices=["fast", "classic"], default="fast",
                       help="fast: data on the device + batched augmentation; classic: PIL + DataLoader")
     ours.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
@@ -63,15 +93,19 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, lea
     ours.add_argument("--compile", action="store_true", help="torch.compile the networks (first steps are slow)")
     ours.add_argument("--no_progress", action="store_true", help="no tqdm bar (epoch lines are still printed)")
 
-    scale = parser.add_argument_group("more GPUs and ImageNet (torchrun --nproc_per_node N <script>.py ...)")
+    title = "more GPUs and ImageNet" if imagenet else "more GPUs"
+    scale = parser.add_argument_group(f"{title} (torchrun --nproc_per_node N <script>.py ...)")
     scale.add_argument("--lr_scaling", choices=["none", "linear"], default="none",
                        help="--batch_size is per process; 'linear' multiplies --learning_rate by the process count")
     scale.add_argument("--sync_bn", action="store_true",
                        help="BatchNorm statistics over the global batch (all processes) instead of each process's")
-    scale.add_argument("--image_size", type=int, default=None,
-                       help=f"imagenet: training crop size (default {IMAGENET_IMAGE_SIZE}; smaller for quick runs)")
-    scale.add_argument("--decode", choices=["workers", "device"], default="workers",
-                       help="imagenet JPEG decoding: in DataLoader workers, or batched on the device (nvjpeg on CUDA)")
+    if imagenet:
+        scale.add_argument("--image_size", type=int, default=None,
+                           help=f"imagenet: training crop size (default {IMAGENET_IMAGE_SIZE}; smaller for quick "
+                                "runs)")
+        scale.add_argument("--decode", choices=["workers", "device"], default="workers",
+                           help="imagenet JPEG decoding: in DataLoader workers, or batched on the device (nvjpeg on "
+                                "CUDA)")
 
 
 def parse_decay_epochs(text: str) -> list[int]:
@@ -86,17 +120,56 @@ def parse_decay_epochs(text: str) -> list[int]:
     return values
 
 
+# (flag, lowest, lowest allowed, highest, highest allowed, what it is): every numeric training flag.
+TRAINING_RANGES: tuple[tuple[str, float | None, bool, float | None, bool, str], ...] = (
+    ("batch_size", 1, True, None, False, "images per step"),
+    ("epochs", 1, True, None, False, "training epochs"),
+    ("print_freq", 1, True, None, False, "steps between progress updates"),
+    ("tb_freq", 1, True, None, False, "steps between tensorboard scalars"),
+    ("save_freq", 1, True, None, False, "epochs between ckpt_epoch_<N>.pth files"),
+    ("num_workers", 0, True, None, False, "DataLoader worker processes (0 = none)"),
+    ("learning_rate", 0, False, None, False, "the SGD learning rate"),
+    ("lr_decay_rate", 0, False, 1, True, "the factor applied at each --lr_decay_epochs epoch"),
+    ("momentum", 0, True, 1, False, "the SGD momentum"),
+    ("weight_decay", 0, True, None, False, "the SGD weight decay"),
+    ("seed", 0, True, 2**32 - 1, True, "the random seed"),
+)
+
+
+def check_range(flag: str, value: float, low: float | None, low_ok: bool, high: float | None, high_ok: bool,
+                what: str) -> None:
+    """UserError unless ``value`` is finite and inside the range (bounds inclusive where ``*_ok``)."""
+    inside = math.isfinite(value)
+    if inside and low is not None:
+        inside = value >= low if low_ok else value > low
+    if inside and high is not None:
+        inside = value <= high if high_ok else value < high
+    if inside:
+        return
+    lower = "" if low is None else f"{'>=' if low_ok else '>'} {low:g}"
+    upper = "" if high is None else f"{'<=' if high_ok else '<'} {high:g}"
+    bounds = " and ".join(part for part in (lower, upper) if part)
+    raise UserError(f"--{flag} must be {bounds}, got {value:g}; it is {what}.")
+
+
+def check_training_flags(opt: argparse.Namespace) -> None:
+    """Range-check every numeric training flag present (before anything is loaded)."""
+    for flag, low, low_ok, high, high_ok, what in TRAINING_RANGES:
+        value = getattr(opt, flag, None)
+        if value is not None:
+            check_range(flag, value, low, low_ok, high, high_ok, what)
+    if any(separator in str(opt.trial) for separator in ("/", "\\")) or not str(opt.trial).strip():
+        raise UserError(f"--trial '{opt.trial}' names a run folder: use a word without '/', e.g. --trial 2.")
+
+
 def finalize_training_args(opt: argparse.Namespace, model_for_lr: str) -> argparse.Namespace:
     """Fill derived defaults and validate the shared flags (raises UserError)."""
+    check_training_flags(opt)
     apply_dataset_defaults(opt, opt.__dict__.pop("given_flags", set()))
     opt.lr_decay_epochs_list = parse_decay_epochs(opt.lr_decay_epochs)
     if opt.learning_rate is None:
         opt.learning_rate = 0.01 if model_for_lr in SMALL_LR_ARCHS else 0.05
-    for flag in ("batch_size", "epochs", "print_freq", "tb_freq", "save_freq"):
-        if getattr(opt, flag) <= 0:
-            raise UserError(f"--{flag} must be a positive integer, got {getattr(opt, flag)}.")
-    if opt.learning_rate <= 0:
-        raise UserError(f"--learning_rate must be positive, got {opt.learning_rate}.")
+    check_training_flags(opt)  # the learning rate an ImageNet run derived from --batch_size
     if opt.seed is None:
         digits = "".join(ch for ch in str(opt.trial) if ch.isdigit())
         opt.seed = int(digits[-9:]) if digits else 0
@@ -167,9 +240,9 @@ def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: i
             state = load_checkpoint(last, "last checkpoint")
             finished = state.get("stage", "main") == "main" and state["epoch"] >= epochs and not state.get("partial")
             if finished:
-                raise UserError(f"The run folder '{run_dir}' already holds a finished run ({state['epoch']} epochs, "
-                                f"best accuracy {state.get('best_acc', 0):.2f}). Use a new --trial to train "
-                                "again, or delete the folder.")
+                raise UserError(f"The run folder '{run_dir}' already holds a finished run "
+                                f"({plural(state['epoch'], 'epoch')}, best accuracy {state.get('best_acc', 0):.2f}). "
+                                "Use a new --trial to train again, or delete the folder.")
             raise UserError(f"The run folder '{run_dir}' holds an unfinished run (checkpoint '{last.name}'). "
                             "Add --resume auto to continue it, or use a new --trial to start over.")
         others = sorted(path.name for path in run_dir.glob("*.pth"))

@@ -7,6 +7,11 @@ import numpy as np
 import torch
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '3 epochs' (English count + noun for console messages)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """Return the training device for ``--device auto|cpu|cuda`` (auto picks cuda when available)."""
     if name == "auto":

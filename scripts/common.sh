@@ -56,12 +56,15 @@ trial_ids() {  # 1 2 ... TRIALS
 
 planned_epochs() { echo "${EPOCHS:-$DEFAULT_EPOCHS}"; }
 
+epochs_text() {  # '1 epoch' / '240 epochs' for messages
+    if [ "$(planned_epochs)" = 1 ]; then echo "1 epoch"; else echo "$(planned_epochs) epochs"; fi
+}
+
 fmt_g() { LC_ALL=C printf '%g' "$1"; }  # a loss weight as Python's f"{x:g}" writes it in folder names
 
 # method_weights NAME: set METHOD_KEY, METHOD_R, METHOD_A, METHOD_B for a sweep method name:
-# a --distill key with the weights of SPEC section 3 (kd: -r 0.1 -a 0.9 -b 0; simkd: -r 0 -a 0
-# -b 1; others -a 0 -b <default>), or KEY+kd for the "+KD" variants (-r 1 -a 1 -b <default>;
-# crd+kd is -r 1 -a 1 -b 0.8).
+# a --distill key with the papers' weights (kd: -r 0.1 -a 0.9 -b 0; others -a 0 -b
+# <default>), or KEY+kd for the "+KD" variants (-r 1 -a 1 -b <default>; crd+kd is -r 1 -a 1 -b 0.8).
 method_weights() {
     METHOD_KEY=${1%+kd}
     METHOD_R=1
@@ -119,7 +122,7 @@ run_if_needed() {
     shift 3
     case $_status in
         finished)
-            say "skip $_label: finished ($(planned_epochs) epochs)"
+            say "skip $_label: finished ($(epochs_text))"
             SWEEP_SKIPPED=$((SWEEP_SKIPPED + 1))
             return 0
             ;;

@@ -18,7 +18,7 @@ import train_student  # noqa: E402
 import train_teacher  # noqa: E402
 
 TEACHER, STUDENT = "resnet20", "resnet8"
-# (row label, --distill, extra flags); -a/-b as in the paper tables (SPEC section 3 defaults).
+# (row label, --distill, extra flags); -a/-b as in the papers' tables (the methods' default weights).
 STUDENTS = [
     ("KD", "kd", ["-r", "0.1", "-a", "0.9", "-b", "0"]),
     ("CRD", "crd", ["-a", "0", "-b", "0.8", "--nce_k", "1024"]),

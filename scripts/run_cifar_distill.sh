@@ -9,7 +9,7 @@
 #   STUDENT      student architecture
 #   METHODS      subset, e.g. METHODS="kd crd dcd+kd"
 #   TRIALS EPOCHS GPU EXTRA PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
-# Weights (SPEC section 3): kd -r 0.1 -a 0.9 -b 0; every other key -r 1 -a 0 -b <its default>;
+# Weights, as in the papers: kd -r 0.1 -a 0.9 -b 0; every other key -r 1 -a 0 -b <its default>;
 # KEY+kd -r 1 -a 1 -b <its default> (crd+kd: -b 0.8; dcd+kd, rrd+kd: -b 1).
 # Finished runs are skipped and unfinished ones resumed, so the script can be re-run at will.
 set -eu
@@ -27,7 +27,7 @@ check_methods
 require_file "$TEACHER" "The teacher checkpoint (TEACHER)" \
     "Fetch the published teachers with 'sh scripts/fetch_pretrained_teachers.sh', or set TEACHER=<path>."
 MODEL_T=$(teacher_arch_of "$TEACHER") || exit 2
-say "$MODEL_T -> $STUDENT, methods: $METHODS; trials 1..$TRIALS, $(planned_epochs) epochs -> $SAVE_FOLDER"
+say "$MODEL_T -> $STUDENT, methods: $METHODS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
 
 for trial in $(trial_ids); do
     for name in $METHODS; do

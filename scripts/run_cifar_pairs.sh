@@ -36,7 +36,7 @@ for pair in $PAIRS; do
 done
 [ -z "$missing" ] || die "missing teacher checkpoints:$missing. Fetch them with" \
     "'sh scripts/fetch_pretrained_teachers.sh', set TEACHER_DIR, or choose PAIRS."
-say "pairs: $PAIRS; methods: $METHODS; trials 1..$TRIALS, $(planned_epochs) epochs -> $SAVE_FOLDER"
+say "pairs: $PAIRS; methods: $METHODS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
 
 for trial in $(trial_ids); do
     for pair in $PAIRS; do

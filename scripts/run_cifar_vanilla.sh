@@ -20,7 +20,7 @@ MODELS=${MODELS:-$TEACHER_MODELS $STUDENT_MODELS}
 DEFAULT_EPOCHS=240  # train_teacher.py's --epochs default
 . "$SCRIPT_DIR/common.sh"
 
-say "models: $MODELS; trials 1..$TRIALS, $(planned_epochs) epochs -> $SAVE_FOLDER"
+say "models: $MODELS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
 for trial in $(trial_ids); do
     for model in $MODELS; do
         run_dir=$SAVE_FOLDER/models/${model}_vanilla_trial_$trial

@@ -34,7 +34,7 @@ for dataset in $DATASETS; do
         *) die "DATASETS entries are stl10 or tinyimagenet, got '$dataset'." ;;
     esac
 done
-say "$STUDENT from $STUDENT_CKPT -> $DATASETS; trials 1..$TRIALS, $(planned_epochs) epochs -> $SAVE_FOLDER"
+say "$STUDENT from $STUDENT_CKPT -> $DATASETS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
 
 for trial in $(trial_ids); do
     for dataset in $DATASETS; do

@@ -1,11 +1,13 @@
-"""Check that a file is a loadable checkpoint of a given architecture (used after each download).
+"""Check that files are loadable checkpoints of given architectures (used after each download).
 
     python scripts/verify_checkpoint.py save/models/resnet56_vanilla/ckpt_epoch_240.pth resnet56
+    python scripts/verify_checkpoint.py --status A.pth resnet56 B.pth vgg13   # 'resnet56 valid' ... per line
 
-Loads it the way train_student.py loads a teacher (``weights_only=True``, then ``strict=True``
-into ``model_dict[arch](num_classes=100)``); a student whose method deploys extra modules (SimKD:
-projector + teacher classifier, under 'deployed') must rebuild into that network too. Exit status
-0 when valid; 1 with a message saying what is wrong otherwise; 2 for a wrong command line.
+Loads each the way train_student.py loads a teacher (``weights_only=True``, then ``strict=True``
+into ``model_dict[arch](num_classes=100)``), all in one process; a student whose method deploys
+extra modules (SimKD: projector + teacher classifier, under 'deployed') must rebuild into that
+network too. Exit status 0 when every file is valid; 1 with a message for each one that is not;
+2 for a wrong command line.
 """
 from __future__ import annotations
 
@@ -45,24 +47,33 @@ def verify(path: Path, arch: str, num_classes: int = 100) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Check that PATH loads (strict) into model_dict[ARCH].")
-    parser.add_argument("path", type=Path)
-    parser.add_argument("arch")
+    parser = argparse.ArgumentParser(description="Check that each PATH loads (strict) into model_dict[ARCH].")
+    parser.add_argument("pairs", nargs="+", metavar="PATH ARCH", help="checkpoint file and its architecture")
     parser.add_argument("--num_classes", type=int, default=100)
+    parser.add_argument("--status", action="store_true", help="print 'ARCH valid' or 'ARCH invalid' per pair")
     args = parser.parse_args(argv)
+    if len(args.pairs) % 2:
+        parser.error("give PATH ARCH pairs")
 
     from helper.errors import UserError
 
-    try:
-        print(verify(args.path, args.arch, args.num_classes))
-    except UserError as error:
-        print(f"verify_checkpoint: error: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # anything else a malformed file can raise is also "invalid"
-        print(f"verify_checkpoint: error: '{args.path}' could not be loaded as a {args.arch} checkpoint "
-              f"({type(error).__name__}: {str(error)[:200]}).", file=sys.stderr)
-        return 1
-    return 0
+    all_valid = True
+    for path, arch in zip(args.pairs[::2], args.pairs[1::2]):
+        try:
+            described = verify(Path(path), arch, args.num_classes)
+        except UserError as error:
+            described = None
+            print(f"verify_checkpoint: error: {error}", file=sys.stderr)
+        except Exception as error:  # anything else a malformed file can raise is also "invalid"
+            described = None
+            print(f"verify_checkpoint: error: '{path}' could not be loaded as a {arch} checkpoint "
+                  f"({type(error).__name__}: {str(error)[:200]}).", file=sys.stderr)
+        all_valid = all_valid and described is not None
+        if args.status:
+            print(f"{arch} {'valid' if described else 'invalid'}")
+        elif described:
+            print(described)
+    return 0 if all_valid else 1
 
 
 if __name__ == "__main__":

@@ -68,6 +68,36 @@ def write_cifar100(folder: str | Path, n_train: int = 500, n_test: int = 200, se
     return folder
 
 
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_cifar10(folder: str | Path, n_train: int = 500, n_test: int = 200, seed: int = 0) -> Path:
+    """Write ``<folder>/cifar-10-batches-py/`` as the official archive holds it: data_batch_1..5 (the
+    training images split in 5), test_batch and batches.meta, each a protocol-2 pickled dict with bytes
+    keys (b'data' N x 3072 uint8 CHW row-major, b'labels' list of 0..9, b'batch_label', b'filenames');
+    returns ``<folder>``."""
+    folder = Path(folder)
+    root = folder / "cifar-10-batches-py"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    train_labels = _balanced_labels(n_train, 10, rng)
+    splits = [(f"data_batch_{i + 1}", f"training batch {i + 1} of 5", part)
+              for i, part in enumerate(np.array_split(train_labels, 5))]
+    splits.append(("test_batch", "testing batch 1 of 1", _balanced_labels(n_test, 10, rng)))
+    for name, batch_label, labels in splits:
+        images = class_images(labels, 32, 10, seed=int(rng.integers(2**31)))
+        entry = {b"batch_label": batch_label.encode(), b"labels": [int(label) for label in labels],
+                 b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(labels), -1),
+                 b"filenames": [f"generated_{name}_{i:05d}.png".encode() for i in range(len(labels))]}
+        with open(root / name, "wb") as handle:
+            pickle.dump(entry, handle, protocol=2)
+    meta = {b"num_cases_per_batch": len(splits[0][2]), b"label_names": [name.encode() for name in CIFAR10_NAMES],
+            b"num_vis": 3072}
+    with open(root / "batches.meta", "wb") as handle:
+        pickle.dump(meta, handle, protocol=2)
+    return folder
+
+
 def write_stl10_split(folder: str | Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Write ``<folder>/stl10_binary/<split>_{X,y}.bin`` from upright uint8 (N, 3, 96, 96) images, labels 0..9.
 

@@ -311,11 +311,53 @@ def test_relax_positive_is_uniform_over_the_class() -> None:
     assert chi_square_statistic(counts[[0, 2, 4, 6]]) < chi2.ppf(1 - 1e-4, df=3)
 
 
-def test_sampler_rejects_too_large_nce_k() -> None:
-    labels = torch.tensor([0] * 3 + [1] * 5 + [2] * 2)  # largest class 5 -> 5 negatives
-    ContrastSampler(labels, nce_k=5)
-    with pytest.raises(ValueError) as error:
-        ContrastSampler(labels, nce_k=6)
-    assert "5 negatives" in str(error.value) and "lower --nce_k" in str(error.value)
+def test_sampler_draws_with_replacement_where_a_class_has_too_few_negatives() -> None:
+    """As RepDistiller's sampler: replace=True for an anchor whose class has fewer than nce_k negatives,
+    distinct negatives for the others (classes 0 and 2 have 7 and 8 negatives, class 1 has 5)."""
+    labels = torch.tensor([0] * 3 + [1] * 5 + [2] * 2)
+    ContrastSampler(labels, nce_k=5)  # every class has enough
+    sampler = ContrastSampler(labels, nce_k=6)
+    assert sampler.short_classes == [1] and sampler.smallest_negatives == 5 and sampler.num_classes == 3
+    generator = torch.Generator().manual_seed(0)
+    counts = np.zeros(10)
+    repeated = 0
+    for draw in range(600):
+        index = torch.tensor([0, 3, 8])  # classes 0, 1, 2
+        out = sampler(index, generator=generator)
+        assert out.shape == (3, 7) and torch.equal(out[:, 0], index)
+        for row, anchor in zip(out.tolist(), index.tolist()):
+            assert all(labels[n] != labels[anchor] for n in row[1:])
+        assert len(set(out[0, 1:].tolist())) == 6 and len(set(out[2, 1:].tolist())) == 6  # enough: distinct
+        repeated += len(set(out[1, 1:].tolist())) < 6  # 6 draws from 5: always a repeat
+        np.add.at(counts, out[1, 1:].numpy(), 1)
+    assert repeated == 600
+    negatives = counts[(labels != 1).numpy()]
+    assert counts[(labels == 1).numpy()].sum() == 0
+    assert chi_square_statistic(negatives) < chi2.ppf(1 - 1e-4, df=len(negatives) - 1)  # uniform
+
+
+def test_sampler_with_replacement_is_reproducible_and_far_above_the_dataset() -> None:
+    labels = torch.arange(40) % 4
+    sampler = ContrastSampler(labels, nce_k=16384)  # the default --nce_k on 40 images
+    index = torch.tensor([0, 1, 2, 3, 4])
+    first = sampler(index, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, sampler(index, generator=torch.Generator().manual_seed(3)))
+    assert first.shape == (5, 16385) and bool((labels[first[:, 1:]] != labels[index, None]).all())
+    with pytest.raises(ValueError, match="one class"):
+        ContrastSampler(torch.zeros(5, dtype=torch.long), nce_k=2)
     with pytest.raises(ValueError):
         ContrastSampler(labels, nce_k=2, mode="approximate")
+
+@pytest.mark.slow
+def test_default_nce_k_on_a_small_dataset_trains_with_one_notice(cifar_folder, tmp_path, capsys) -> None:
+    """--nce_k 16384 (the default) on 500 images: the references draw with replacement, and so does this."""
+    import train_student
+    from helpers import write_published_teacher
+
+    teacher = write_published_teacher(tmp_path, "resnet8")
+    best = train_student.main(["--path_t", str(teacher), "--distill", "crd", "--model_s", "resnet8", "--epochs", "1",
+                               "--batch_size", "16", "--data_folder", str(cifar_folder), "--save_folder",
+                               str(tmp_path), "--device", "cpu", "--no_progress"])
+    out = capsys.readouterr().out
+    assert out.count("drawn with replacement") == 1 and "--nce_k 16384 is more than the negatives" in out
+    assert 0 <= best <= 100

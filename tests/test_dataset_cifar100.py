@@ -37,7 +37,7 @@ def _make(data: ImageData, pipeline: str, **kwargs):
 # --- loading ------------------------------------------------------------------------------------
 
 def test_registry_names() -> None:
-    assert set(DATASETS) == {"cifar100", "digits", "stl10", "tinyimagenet"}
+    assert set(DATASETS) == {"cifar100", "cifar10", "digits", "stl10", "tinyimagenet"}
 
 
 def test_loads_generated_pickles(cifar: ImageData, cifar_folder: Path) -> None:

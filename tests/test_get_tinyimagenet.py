@@ -104,3 +104,17 @@ def test_existing_unprepared_tree_is_not_touched(server: str, tmp_path: Path) ->
     result = _run(tmp_path, f"{server}/good.zip")
     assert result.returncode != 0 and "not prepared by this script" in result.stderr
     assert (tmp_path / "tiny-imagenet-200" / "train").is_dir()
+
+
+def test_failed_download_says_only_what_happened(server: str, tmp_path: Path) -> None:
+    """No progress meter or retry noise; a partial file is mentioned only when one was kept."""
+    offline = _run(tmp_path / "offline", "http://127.0.0.1:9/tiny-imagenet-200.zip")
+    assert offline.returncode != 0
+    assert "partial" not in offline.stderr and not list((tmp_path / "offline").glob("*.part"))
+    assert "% Total" not in offline.stderr and "retry" not in offline.stderr.lower()
+    assert len([line for line in offline.stderr.splitlines() if line.strip()]) <= 2, offline.stderr  # curl + ours
+    part = tmp_path / "kept" / "tiny-imagenet-200.zip.part"
+    part.parent.mkdir()
+    part.write_bytes(b"half a zip")
+    kept = _run(tmp_path / "kept", "http://127.0.0.1:9/tiny-imagenet-200.zip")
+    assert kept.returncode != 0 and "partial download is kept" in kept.stderr and part.is_file()

@@ -138,7 +138,7 @@ def test_one_distillation_epoch(imagenet_folder: Path, torchvision_teacher: Path
     assert (opt.model_t, opt.weight_decay, opt.lr_decay_epochs, opt.learning_rate) == \
         ("tv_resnet34", 1e-4, "30,60,90", pytest.approx(0.1 * 8 / 256))
     run_dir = tmp_path / "student" / "student_model" / train_student.run_name(opt)
-    assert run_dir.name == "crd_imagenet_S_tv_resnet18_T_tv_resnet34_r_1_a_0.9_b_0.8_trial_0"
+    assert run_dir.name == "crd_imagenet_S_tv_resnet18_T_tv_resnet34_r_1_a_0.9_b_0.8_trial_1"  # --trial default 1
     with open(run_dir / "metrics.csv") as handle:
         (row,) = list(csv.DictReader(handle))
     assert all(float(row[name]) == float(row[name]) for name in ("ce", "kl", "crd", "test_acc1"))  # finite

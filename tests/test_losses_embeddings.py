@@ -1,6 +1,6 @@
 """Logit / vector losses (KD, SP, CC, RKD, PKT) against float64 NumPy re-derivations.
 
-References are explicit loops written from the papers / SPEC section 5; their gradients are
+References are explicit loops written from the papers and the official code; their gradients are
 central finite differences.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Feature-map losses (AT, FT, NST, FSP, VID, AB, FitNet hint) against float64 NumPy re-derivations.
 
-Every reference below is written from the papers / SPEC section 5 with explicit loops; gradients
+Every reference below is written from the papers and the official code with explicit loops; gradients
 of the references are central finite differences, so nothing here re-uses the code under test.
 """
 from __future__ import annotations
