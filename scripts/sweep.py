@@ -304,7 +304,7 @@ class Sweep:
             except OSError as error:
                 self.queue.remove(run)
                 self.tally.failed.append(run.label)
-                self.event("failed", f"{run.label}: cannot create its run folder ({error})")
+                self.event("failed", f"{run.label}: cannot create or lock its run folder ({error})")
                 continue
             if lock is None:
                 self.note_waiting(run)
