@@ -22,8 +22,9 @@ from helper import distributed
 from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import validate
-from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, check_range,
+from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
                             finalize_training_args, resolve_resume)
+from helper.runlock import claim_run_folder
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from models import all_model_dict
 
@@ -76,7 +77,9 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     if opt.gamma == opt.alpha == opt.beta == 0:
         warnings.warn("-r, -a and -b are all 0: the student receives no training signal.", stacklevel=2)
     check_model_for_dataset(opt.model_s, opt.dataset, "--model_s")
-    opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT)
+    # --print_run_dir maps the file instead of reading it: only the arch (or the weights' shapes) is needed
+    opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT,
+                                        mmap=opt.print_run_dir)
     opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
     return opt
@@ -92,6 +95,12 @@ def run_name(opt: argparse.Namespace) -> str:
     """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it."""
     return (f"{opt.distill}_{opt.dataset}_S_{opt.model_s}_T_{opt.model_t}_r_{opt.gamma:g}_a_{opt.alpha:g}"
             f"_b_{opt.beta:g}_trial_{opt.trial}")
+
+
+def run_plan(opt: argparse.Namespace) -> RunPlan:
+    """The run folder save/student/student_model/<run_name> and its checkpoint name and epochs."""
+    return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
+                   Path(opt.save_folder))
 
 
 def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device, size: int = 32) -> list[torch.Size]:
@@ -139,11 +148,19 @@ def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Disti
 
 
 @report_user_errors
-def main(argv: list[str] | None = None) -> float:
+def main(argv: list[str] | None = None) -> float | None:
     opt = parse_args(argv)
-    name = run_name(opt)
-    run_dir = Path(opt.save_folder) / "student" / "student_model" / name
-    tb_dir = Path(opt.save_folder) / "student" / "student_tensorboards" / name
+    plan = run_plan(opt)
+    if opt.print_run_dir:
+        print(plan.describe())
+        return None
+    with claim_run_folder(plan.run_dir, distributed.is_main()):
+        return train(opt, plan.run_dir)
+
+
+def train(opt: argparse.Namespace, run_dir: Path) -> float:
+    """Distil into ``run_dir`` (held by this process); returns the best test accuracy."""
+    tb_dir = Path(opt.save_folder) / "student" / "student_tensorboards" / run_dir.name
     resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device, views=METHODS[opt.distill].views)

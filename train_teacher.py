@@ -13,8 +13,9 @@ from dataset.build import build_data
 from helper import distributed
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, finalize_training_args,
-                            resolve_resume)
+from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset,
+                            finalize_training_args, resolve_resume)
+from helper.runlock import claim_run_folder
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from helper.util import plural
 from models import all_model_dict
@@ -43,12 +44,26 @@ def teacher_folder_name(model: str, dataset: str, trial: str) -> str:
     return name if str(trial) == "0" else f"{name}_trial_{trial}"
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> float:
-    opt = parse_args(argv)
+def run_plan(opt: argparse.Namespace) -> RunPlan:
+    """The run folder save/models/<teacher_folder_name> and its checkpoint name and epochs."""
     name = teacher_folder_name(opt.model, opt.dataset, opt.trial)
-    run_dir = Path(opt.save_folder) / "models" / name
-    tb_dir = Path(opt.save_folder) / "teacher_tensorboards" / name
+    return RunPlan(Path(opt.save_folder) / "models" / name, opt.model, opt.epochs, Path(opt.save_folder))
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> float | None:
+    opt = parse_args(argv)
+    plan = run_plan(opt)
+    if opt.print_run_dir:
+        print(plan.describe())
+        return None
+    with claim_run_folder(plan.run_dir, distributed.is_main()):
+        return train(opt, plan.run_dir)
+
+
+def train(opt: argparse.Namespace, run_dir: Path) -> float:
+    """Train into ``run_dir`` (held by this process); returns the best test accuracy."""
+    tb_dir = Path(opt.save_folder) / "teacher_tensorboards" / run_dir.name
     resume = resolve_resume(run_dir, opt.model, opt.resume, opt.epochs)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device)

@@ -16,7 +16,8 @@ from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import HelpFormatter, add_training_args, finalize_training_args, resolve_resume
+from helper.options import HelpFormatter, RunPlan, add_training_args, finalize_training_args, resolve_resume
+from helper.runlock import claim_run_folder
 from helper.runner import make_optimizer, prepare_model, run_stage, setup
 from helper.util import plural
 from models import classifier_key, get_classifier, model_dict, set_classifier
@@ -81,12 +82,27 @@ def run_name(opt: argparse.Namespace) -> str:
     return f"transfer_{opt.dataset}_S_{opt.model_s}_from_{source}_trial_{opt.trial}"
 
 
+def run_plan(opt: argparse.Namespace) -> RunPlan:
+    """The run folder save/transfer/transfer_model/<run_name> and its checkpoint name and epochs."""
+    return RunPlan(Path(opt.save_folder) / "transfer" / "transfer_model" / run_name(opt), opt.model_s, opt.epochs,
+                   Path(opt.save_folder))
+
+
 @report_user_errors
-def main(argv: list[str] | None = None) -> float:
+def main(argv: list[str] | None = None) -> float | None:
     opt = parse_args(argv)
-    name = run_name(opt)
-    run_dir = Path(opt.save_folder) / "transfer" / "transfer_model" / name
-    tb_dir = Path(opt.save_folder) / "transfer" / "transfer_tensorboards" / name
+    plan = run_plan(opt)
+    if opt.print_run_dir:
+        load_checkpoint(Path(opt.path_s), "student checkpoint (--path_s)", mmap=True)  # exists and loads
+        print(plan.describe())
+        return None
+    with claim_run_folder(plan.run_dir, distributed.is_main()):
+        return train(opt, plan.run_dir)
+
+
+def train(opt: argparse.Namespace, run_dir: Path) -> float:
+    """Train the linear probe into ``run_dir`` (held by this process); returns the best test accuracy."""
+    tb_dir = Path(opt.save_folder) / "transfer" / "transfer_tensorboards" / run_dir.name
     resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
     model = load_student(opt.path_s, opt.model_s)
     device = setup(opt)

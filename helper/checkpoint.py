@@ -41,9 +41,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         pass
 
 
-def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: str = "") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: str = "",
+                    mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True``; a bare state_dict (torchvision's
-    files) comes back as ``{'model': state_dict}``. ``missing_hint`` ends the message for a missing file.
+    files) comes back as ``{'model': state_dict}``. ``missing_hint`` ends the message for a missing
+    file. ``mmap=True`` maps the file instead of reading it (fast when only the metadata is needed;
+    legacy pre-zip files are read in full).
 
     Older RepDistiller-style files that pickled an ``argparse.Namespace`` load through an
     explicit allowlist of that one type; nothing else outside tensors/containers is accepted.
@@ -59,7 +62,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: st
                         "e.g. save/models/resnet32x4_vanilla/ckpt_epoch_240.pth.")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path, mmap)
     except Exception as error:  # torch.load raises many types for damaged files; all mean "unreadable"
         raise UserError(f"Could not read the {what} '{path}': it is truncated, corrupt or not a PyTorch "
                         f"checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
@@ -73,6 +76,15 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: st
         raise UserError(f"The {what} '{path}' is not a distillers/RepDistiller checkpoint: expected a dict with "
                         f"a 'model' state_dict, found {keys}.")
     return state
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (pre-zip) files cannot be memory-mapped
+            pass
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def options_to_dict(opt: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:

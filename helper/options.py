@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helper import distributed
+from helper import distributed, runlock
 from helper.checkpoint import load_checkpoint
 from helper.errors import UserError
 from helper.util import plural
@@ -92,6 +93,9 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, lea
     ours.add_argument("--channels_last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
     ours.add_argument("--compile", action="store_true", help="torch.compile the networks (first steps are slow)")
     ours.add_argument("--no_progress", action="store_true", help="no tqdm bar (epoch lines are still printed)")
+    ours.add_argument("--print_run_dir", action="store_true",
+                      help="check the flags, print '<status> <run folder>' (status: missing, unfinished, finished, "
+                           "or running: held by another live process) and exit without creating or loading anything")
 
     title = "more GPUs and ImageNet" if imagenet else "more GPUs"
     scale = parser.add_argument_group(f"{title} (torchrun --nproc_per_node N <script>.py ...)")
@@ -227,19 +231,56 @@ def ensure_writable(folder: Path) -> None:
                         "--save_folder, or fix the folder's permissions.") from None
 
 
+def is_finished(state: dict[str, Any], epochs: int) -> bool:
+    """A checkpoint of a finished run: main stage, ``epochs`` epochs done, not stopped mid-epoch."""
+    return state.get("stage", "main") == "main" and int(state.get("epoch", 0)) >= epochs and not state.get("partial")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where an entry script's run lives and when it is done: what ``--print_run_dir`` reports and
+    what the sweeps (scripts/sweep.py) schedule by."""
+
+    run_dir: Path
+    model_name: str        # checkpoints are <run_dir>/<model_name>_last.pth etc.
+    epochs: int
+    save_folder: Path
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / f"{self.model_name}_last.pth"
+
+    def checkpoint_status(self) -> str:
+        """'finished', 'unfinished' (a resumable or unreadable checkpoint) or 'missing'."""
+        if not self.last_path.is_file():
+            return "missing"
+        try:
+            state = load_checkpoint(self.last_path, "last checkpoint", mmap=True)
+        except UserError:  # --resume auto explains what is wrong with the file
+            return "unfinished"
+        return "finished" if is_finished(state, self.epochs) else "unfinished"
+
+    def status(self) -> str:
+        """checkpoint_status(), or 'running' while another live process holds the folder."""
+        return "running" if runlock.holder(self.run_dir) is not None else self.checkpoint_status()
+
+    def describe(self) -> str:
+        return f"{self.status()} {self.run_dir}"
+
+
 def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: int) -> dict[str, Any] | None:
     """Return the checkpoint to resume from (or None for a fresh run).
 
-    Creates the run folder (clear error when it cannot be written). Without --resume, an existing run folder with a checkpoint is never overwritten: finished runs
-    ask for a new --trial, unfinished ones for --resume auto.
+    Creates the run folder (clear error when it cannot be written). Without --resume, an existing
+    run folder with a checkpoint is never overwritten: finished runs ask for a new --trial,
+    unfinished ones for --resume auto.
     """
     ensure_writable(run_dir)
     last = run_dir / f"{model_name}_last.pth"
     if resume is None:
         if last.exists():
             state = load_checkpoint(last, "last checkpoint")
-            finished = state.get("stage", "main") == "main" and state["epoch"] >= epochs and not state.get("partial")
-            if finished:
+            if is_finished(state, epochs):
                 raise UserError(f"The run folder '{run_dir}' already holds a finished run "
                                 f"({plural(state['epoch'], 'epoch')}, best accuracy {state.get('best_acc', 0):.2f}). "
                                 "Use a new --trial to train again, or delete the folder.")

@@ -5,10 +5,10 @@
 # Usage, from the repository root:   sh scripts/run_cifar_pairs.sh
 # Smoke run:                          EPOCHS=1 TRIALS=1 PAIRS="resnet56:resnet20" sh scripts/run_cifar_pairs.sh
 # Environment (defaults below):
-#   METHODS      --distill keys, optionally KEY+kd (weights as in run_cifar_distill.sh)
+#   METHODS      method names as in run_cifar_distill.sh (KEY or KEY+kd)
 #   PAIRS        teacher:student pairs (default: SAME_ARCH_PAIRS then CROSS_ARCH_PAIRS)
 #   TEACHER_DIR  where the teachers are: <TEACHER_DIR>/<teacher>_vanilla/ckpt_epoch_240.pth
-#   TRIALS EPOCHS GPU EXTRA PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
 # MobileNetV2/ShuffleV1/ShuffleV2 students get learning rate 0.01 (train_student.py's default).
 set -eu
 
@@ -21,10 +21,8 @@ CROSS_ARCH_PAIRS=${CROSS_ARCH_PAIRS:-vgg13:MobileNetV2 ResNet50:MobileNetV2 ResN
 resnet32x4:ShuffleV2 wrn_40_2:ShuffleV1}
 PAIRS=${PAIRS:-$SAME_ARCH_PAIRS $CROSS_ARCH_PAIRS}
 TEACHER_DIR=${TEACHER_DIR:-$ROOT/save/models}
-DEFAULT_EPOCHS=240  # train_student.py's --epochs default
 . "$SCRIPT_DIR/common.sh"
 
-check_methods
 missing=""
 for pair in $PAIRS; do
     case $pair in
@@ -36,20 +34,16 @@ for pair in $PAIRS; do
 done
 [ -z "$missing" ] || die "missing teacher checkpoints:$missing. Fetch them with" \
     "'sh scripts/fetch_pretrained_teachers.sh', set TEACHER_DIR, or choose PAIRS."
-say "pairs: $PAIRS; methods: $METHODS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
+load_methods
+check_methods
 
 for trial in $(trial_ids); do
     for pair in $PAIRS; do
-        model_t=${pair%%:*}
+        teacher_path=$TEACHER_DIR/${pair%%:*}_vanilla/ckpt_epoch_240.pth
         model_s=${pair#*:}
-        teacher_path=$TEACHER_DIR/${model_t}_vanilla/ckpt_epoch_240.pth
         for name in $METHODS; do
-            method_weights "$name"
-            run_dir=$(student_run_dir "$METHOD_KEY" "$model_s" "$model_t" "$METHOD_R" "$METHOD_A" "$METHOD_B" "$trial")
-            run_if_needed "$(basename -- "$run_dir")" "$(run_status "$run_dir" "$model_s")" train_student.py \
-                --path_t "$teacher_path" --distill "$METHOD_KEY" --model_s "$model_s" \
-                -r "$METHOD_R" -a "$METHOD_A" -b "$METHOD_B" --trial "$trial"
+            add_run train_student.py --path_t "$teacher_path" --model_s "$model_s" $(method_flags "$name") --trial "$trial"
         done
     done
 done
-sweep_finish
+run_sweep

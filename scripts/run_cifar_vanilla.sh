@@ -6,7 +6,7 @@
 # Smoke run:                          EPOCHS=1 TRIALS=1 MODELS="resnet8x4" sh scripts/run_cifar_vanilla.sh
 # Environment (defaults below):
 #   MODELS       architectures to train (default: TEACHER_MODELS then STUDENT_MODELS)
-#   TRIALS EPOCHS GPU EXTRA PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
 # Runs land in <SAVE_FOLDER>/models/<model>_vanilla_trial_<t>/ (train_teacher.py --trial t), so
 # they never touch the fetched published teachers in <model>_vanilla/. To distil from your own
 # teacher: TEACHER=save/models/resnet32x4_vanilla_trial_1/resnet32x4_last.pth sh scripts/run_cifar_distill.sh
@@ -17,15 +17,11 @@ ROOT=$(dirname -- "$SCRIPT_DIR")
 TEACHER_MODELS=${TEACHER_MODELS:-wrn_40_2 resnet56 resnet110 resnet32x4 vgg13 ResNet50}
 STUDENT_MODELS=${STUDENT_MODELS:-wrn_16_2 wrn_40_1 resnet20 resnet32 resnet8x4 vgg8 MobileNetV2 ShuffleV1 ShuffleV2}
 MODELS=${MODELS:-$TEACHER_MODELS $STUDENT_MODELS}
-DEFAULT_EPOCHS=240  # train_teacher.py's --epochs default
 . "$SCRIPT_DIR/common.sh"
 
-say "models: $MODELS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
 for trial in $(trial_ids); do
     for model in $MODELS; do
-        run_dir=$SAVE_FOLDER/models/${model}_vanilla_trial_$trial
-        run_if_needed "$(basename -- "$run_dir")" "$(run_status "$run_dir" "$model")" train_teacher.py \
-            --model "$model" --trial "$trial"
+        add_run train_teacher.py --model "$model" --trial "$trial"
     done
 done
-sweep_finish
+run_sweep

@@ -1,102 +1,147 @@
-"""Tell the sweep scripts whether a run is finished, unfinished or missing.
+"""Where the sweeps of a save folder stand, at a glance.
 
-    python scripts/run_status.py <run_dir> <model> <epochs>      # prints finished | unfinished | missing
-    python scripts/run_status.py --find <folder> <model> <epochs> key=value ...
-        # the same, for the run under <folder> whose saved options match every key=value
-        # (used for transfer runs, whose folder name the sweep does not compute)
-    python scripts/run_status.py --teacher_arch <teacher checkpoint>   # prints the teacher's arch
+    python scripts/run_status.py [SAVE_FOLDER]            # default ./save
+    python scripts/run_status.py save/ --only running failed
 
-A run is finished when ``<run_dir>/<model>_last.pth`` is a main-stage checkpoint of epoch >=
-``epochs`` (the rule train_student.py uses to refuse overwriting it); unfinished when that file
-exists otherwise (or cannot be read); missing when it does not exist.
+One line per run of every sweep started on SAVE_FOLDER (scripts/sweep.py writes the list of its
+runs to <SAVE_FOLDER>/sweeps/ when it starts), in the sweeps' order, then the counts:
+  finished     the last checkpoint has all epochs
+  running      a live process holds the run folder's lock: its worker (GPU), pid and time so far
+  failed       not running, and the last attempt ended with an error (see its log)
+  partial      not running, with a checkpoint: the next sweep resumes it (--resume auto)
+  not started  no checkpoint yet
+Reads only: no lock is taken and nothing is written.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reporting.summary import read_state  # noqa: E402  (memory-mapped, weights_only checkpoint read)
+from helper.runlock import holder  # noqa: E402
+
+STATUSES = ("finished", "running", "failed", "partial", "not started")
+EXIT_LINE = re.compile(rb"^\[sweep\] .* exit status (-?\d+) after", re.MULTILINE)
+STOPPED = {130, 143, -2, -15}  # Ctrl-C / SIGTERM: the run saved a checkpoint
 
 
-def status_of(last: Path, epochs: int) -> str:
-    """'finished', 'unfinished' or 'missing' for the last checkpoint ``last``."""
-    if not last.is_file():
-        return "missing"
+@dataclass
+class Row:
+    status: str
+    progress: str   # epochs done / planned
+    worker: str
+    pid: str
+    elapsed: str
+    name: str
+
+
+def read_plans(save_folder: Path) -> list[dict[str, Any]]:
+    """Every run of every plan file, oldest sweep first, each run folder once (latest plan wins)."""
+    plans = []
+    for path in sorted((save_folder / "sweeps").glob("*.json")):
+        try:
+            plans.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            print(f"run_status: warning: cannot read the sweep plan '{path}'; skipping it.", file=sys.stderr)
+    runs: dict[str, dict[str, Any]] = {}
+    for plan in sorted(plans, key=lambda plan: plan.get("started", 0)):
+        for run in plan.get("runs", []):
+            runs.pop(run["run_dir"], None)
+            runs[run["run_dir"]] = run
+    return list(runs.values())
+
+
+def last_exit_status(log: Path) -> int | None:
+    """Exit status of the run's last attempt from its log; None while an attempt has no end line."""
     try:
-        state = read_state(last)
-    except Exception as error:  # a corrupt file: train_*.py --resume auto will explain it
-        print(f"run_status: warning: cannot read '{last}' ({type(error).__name__}); treating the run as "
-              "unfinished.", file=sys.stderr)
-        return "unfinished"
-    finished = (isinstance(state, dict) and state.get("stage", "main") == "main"
-                and int(state.get("epoch", 0)) >= epochs and not state.get("partial"))
-    return "finished" if finished else "unfinished"
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, 2) - 16384))
+            tail = handle.read()
+    except OSError:
+        return None
+    lines = [line for line in tail.splitlines() if line.startswith(b"[sweep] ")]
+    match = EXIT_LINE.match(lines[-1]) if lines else None
+    return int(match.group(1)) if match else None
 
 
-def _same(saved: Any, wanted: str, key: str) -> bool:
-    if saved is None:
-        return False
-    if key.startswith("path") or key.endswith("path"):
-        return Path(str(saved)).expanduser().resolve() == Path(wanted).expanduser().resolve()
-    if isinstance(saved, (int, float)) and not isinstance(saved, bool):
-        try:
-            return float(saved) == float(wanted)
-        except ValueError:
-            return False
-    return str(saved) == wanted
+def checkpoint_epoch(run: dict[str, Any]) -> tuple[int, bool] | None:
+    """(epochs done, finished) from the run's last checkpoint; None without one."""
+    from helper.checkpoint import load_checkpoint
+    from helper.errors import UserError
+    from helper.options import is_finished
+
+    path = Path(run["run_dir"]) / f"{run['model_name']}_last.pth"
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except UserError:
+        return 0, False
+    done = int(state.get("epoch", 0)) if state.get("stage", "main") == "main" else 0
+    return done, is_finished(state, int(run["epochs"]))
 
 
-def find_status(folder: Path, model: str, epochs: int, matches: list[str]) -> str:
-    """Status of the run under ``folder`` whose saved 'opt' matches every ``key=value``."""
-    wanted = dict(item.split("=", 1) for item in matches)
-    best = "missing"
-    for last in sorted(folder.rglob(f"{model}_last.pth")) if folder.is_dir() else []:
-        try:
-            opt = read_state(last).get("opt") or {}
-        except Exception:
-            continue
-        opt = vars(opt) if isinstance(opt, argparse.Namespace) else opt
-        if all(_same(opt.get(key), value, key) for key, value in wanted.items()):
-            status = status_of(last, epochs)
-            if status == "finished":
-                return status
-            best = status
-    return best
+def status_row(run: dict[str, Any], now: float) -> Row:
+    """The status line of one planned run."""
+    name, epochs = Path(run["run_dir"]).name, int(run["epochs"])
+    saved = checkpoint_epoch(run)
+    progress = f"{saved[0] if saved else 0}/{epochs}"
+    info = holder(Path(run["run_dir"]))
+    if info is not None:
+        started = info.get("started")
+        return Row("running", progress, str(info.get("worker") or "-"), str(info.get("pid", "?")),
+                   _duration(now - started) if isinstance(started, (int, float)) else "-", name)
+    if saved is not None and saved[1]:
+        return Row("finished", progress, "", "", "", name)
+    code = last_exit_status(Path(run["log"]))
+    if code is not None and code != 0 and code not in STOPPED:
+        return Row("failed", progress, "", "", "", f"{name}  (exit status {code}; log: {run['log']})")
+    return Row("partial" if saved is not None else "not started", progress, "", "", "", name)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = Row("status", "epochs", "worker", "pid", "running", "run")
+    table = [header, *rows]
+    widths = [max(len(getattr(row, column)) for row in table) for column in ("status", "progress", "worker", "pid",
+                                                                               "elapsed")]
+    for row in table:
+        cells = (row.status, row.progress, row.worker, row.pid, row.elapsed)
+        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + "  " + row.name)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher_arch", metavar="PATH", help="print the architecture of this teacher checkpoint")
-    parser.add_argument("--find", metavar="FOLDER", type=Path, help="search FOLDER for the run matching key=value")
-    parser.add_argument("args", nargs="*", help="<run_dir> <model> <epochs> (with --find: <model> <epochs> k=v ...)")
+    parser.add_argument("save_folder", nargs="?", default="save", type=Path, help="the sweeps' SAVE_FOLDER")
+    parser.add_argument("--only", nargs="+", choices=[status.split()[0] for status in STATUSES], metavar="STATUS",
+                        help=f"list only these statuses ({', '.join(s.split()[0] for s in STATUSES)})")
     args = parser.parse_args(argv)
-
-    if args.teacher_arch:
-        from helper.checkpoint import load_checkpoint
-        from helper.errors import UserError
-        from train_student import teacher_arch
-
-        try:
-            print(teacher_arch(args.teacher_arch, load_checkpoint(Path(args.teacher_arch), "teacher checkpoint")))
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
-    if args.find is not None:
-        if len(args.args) < 2 or not all("=" in item for item in args.args[2:]):
-            parser.error("--find FOLDER needs <model> <epochs> [key=value ...]")
-        print(find_status(args.find, args.args[0], int(args.args[1]), args.args[2:]))
-        return 0
-    if len(args.args) != 3:
-        parser.error("expected <run_dir> <model> <epochs>")
-    run_dir, model, epochs = args.args
-    print(status_of(Path(run_dir) / f"{model}_last.pth", int(epochs)))
+    runs = read_plans(args.save_folder)
+    if not runs:
+        print(f"run_status: no sweep has been started on '{args.save_folder}' (no plans in "
+              f"{args.save_folder / 'sweeps'}/). Pass the sweeps' SAVE_FOLDER.", file=sys.stderr)
+        return 2
+    now = time.time()
+    rows = [status_row(run, now) for run in runs]
+    shown = [row for row in rows if not args.only or row.status.split()[0] in args.only]
+    if shown:
+        print_table(shown)
+    counts = ", ".join(f"{sum(row.status == status for row in rows)} {status}" for status in STATUSES)
+    print(f"{len(rows)} runs: {counts}")
     return 0
 
 

@@ -10,22 +10,18 @@
 #   STUDENT_CKPT the distilled student's checkpoint (--path_s)
 #   STUDENT      its architecture (--model_s)
 #   DATASETS     target datasets, e.g. DATASETS=stl10
-#   TRIALS EPOCHS GPU EXTRA PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh (EPOCHS
-#                defaults to transfer_student.py's 120)
-# A transfer run is found under <SAVE_FOLDER>/transfer/ by its saved options (path_s, dataset,
-# trial), so the sweep does not depend on transfer_student.py's folder naming.
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#                (EPOCHS defaults to transfer_student.py's 120)
 set -eu
 
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)
 ROOT=$(dirname -- "$SCRIPT_DIR")
 STUDENT=${STUDENT:-wrn_16_2}
 DATASETS=${DATASETS:-stl10 tinyimagenet}
-DEFAULT_EPOCHS=120  # transfer_student.py's --epochs default
 . "$SCRIPT_DIR/common.sh"
 DCD_KD_STUDENT=dcd_cifar100_S_wrn_16_2_T_wrn_40_2_r_1_a_1_b_1_trial_1
 STUDENT_CKPT=${STUDENT_CKPT:-$SAVE_FOLDER/student/student_model/$DCD_KD_STUDENT/wrn_16_2_best.pth}
 
-require_file "$ROOT/transfer_student.py" "The entry script" "Update the repository."
 require_file "$STUDENT_CKPT" "The student checkpoint (STUDENT_CKPT)" \
     "Train it with: PAIRS=wrn_40_2:wrn_16_2 METHODS=dcd+kd TRIALS=1 sh scripts/run_cifar_pairs.sh, or set STUDENT_CKPT."
 for dataset in $DATASETS; do
@@ -34,14 +30,10 @@ for dataset in $DATASETS; do
         *) die "DATASETS entries are stl10 or tinyimagenet, got '$dataset'." ;;
     esac
 done
-say "$STUDENT from $STUDENT_CKPT -> $DATASETS; trials 1..$TRIALS, $(epochs_text) -> $SAVE_FOLDER"
 
 for trial in $(trial_ids); do
     for dataset in $DATASETS; do
-        status=$("$PYTHON" "$SCRIPT_DIR/run_status.py" --find "$SAVE_FOLDER/transfer" "$STUDENT" "$(planned_epochs)" \
-            "dataset=$dataset" "trial=$trial" "model_s=$STUDENT" "path_s=$STUDENT_CKPT") || status=error
-        run_if_needed "transfer $STUDENT $dataset trial $trial" "$status" transfer_student.py \
-            --path_s "$STUDENT_CKPT" --model_s "$STUDENT" --dataset "$dataset" --trial "$trial"
+        add_run transfer_student.py --path_s "$STUDENT_CKPT" --model_s "$STUDENT" --dataset "$dataset" --trial "$trial"
     done
 done
-sweep_finish
+run_sweep

@@ -1,0 +1,493 @@
+"""Run the training runs of a sweep on one or more workers, each run exactly once.
+
+The sweep scripts (scripts/run_cifar_*.sh, run_transfer.sh) build their runs in shell loops and
+hand them here, one per line on stdin: the entry script and its arguments, separated by tabs.
+
+    python scripts/sweep.py --methods        # the sweeps' method names and their -r/-a/-b (registry)
+    python scripts/sweep.py [--workers N | --gpus 0,1,2,3 [--runs_per_gpu 2]] [--dry_run] < runs.tsv
+
+For each run the entry script itself says where its run folder is and when it is finished (the
+code behind its --print_run_dir, with the run's exact arguments). Each free worker then takes the
+next run, claims its folder with an OS lock (helper/runlock.py: no other process, of this sweep or
+another one, trains it meanwhile), skips it when finished, and starts it (with --resume auto when
+unfinished) with CUDA_VISIBLE_DEVICES set to the worker's GPU. Runs held by another process are
+waited for: resumed when that process dies, skipped when it finished them. Each run's output goes
+to <save_folder>/logs/<run folder>.log (and to the terminal with one worker). A failed run does not
+stop the others; Ctrl-C or SIGTERM stops every run (each saves a checkpoint; the next sweep resumes
+them). Exit status: 0 when every run is finished, 1 when some failed, 130/143 when stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helper.errors import UserError, report_user_errors  # noqa: E402
+from helper.options import RunPlan  # noqa: E402
+from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
+
+ENTRY_SCRIPTS = ("train_student.py", "train_teacher.py", "transfer_student.py")
+RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
+
+
+def method_table() -> list[tuple[str, str]]:
+    """(name, flags) of every method a sweep can run, in registry order: each key with its default
+    weights, followed by KEY+kd (-a 1) for the methods marked ``sweep_with_kd``."""
+    from distiller_zoo import METHODS
+
+    def flags(key: str, gamma: float, alpha: float, beta: float) -> str:
+        return f"--distill {key} -r {gamma:g} -a {alpha:g} -b {beta:g}"
+
+    rows = []
+    for key, method in METHODS.items():
+        rows.append((key, flags(key, method.default_gamma, method.default_alpha, method.default_beta)))
+        if method.sweep_with_kd:
+            rows.append((f"{key}+kd", flags(key, method.default_gamma, 1.0, method.default_beta)))
+    return rows
+
+
+@dataclass
+class Run:
+    """One run of the sweep: its command and what its entry script says about its folder."""
+
+    script: str
+    args: list[str]
+    plan: RunPlan
+    next_try: float = 0.0
+    waiting_noted: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.plan.run_dir.name
+
+    @property
+    def log_path(self) -> Path:
+        try:
+            relative = self.plan.run_dir.resolve().relative_to(self.plan.save_folder.resolve())
+        except ValueError:
+            relative = Path(self.label)
+        return self.plan.save_folder / "logs" / f"{relative}.log"
+
+
+def ask_entry_script(script: str, args: list[str]) -> RunPlan:
+    """The run plan of ``script args`` as ``script args --print_run_dir`` computes it (in this
+    process: the modules are imported once for the whole sweep). Raises UserError."""
+    if script not in ENTRY_SCRIPTS:
+        raise UserError(f"'{script}' is not an entry script of this repository ({', '.join(ENTRY_SCRIPTS)}).")
+    module = importlib.import_module(script.removesuffix(".py"))
+    captured, program = io.StringIO(), sys.argv[0]
+    sys.argv[0] = script
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(captured):
+            opt = module.parse_args([*args, "--print_run_dir"])
+    except SystemExit:  # argparse: unknown flag or bad value
+        message = captured.getvalue().strip().splitlines()
+        raise UserError(message[-1] if message else "invalid arguments") from None
+    finally:
+        sys.argv[0] = program
+    return module.run_plan(opt)
+
+
+def plan_runs(lines: list[str]) -> tuple[list[Run], list[str]]:
+    """Runs from the tab-separated command lines (duplicates of one run folder dropped), and the
+    errors of those whose flags are invalid."""
+    runs: list[Run] = []
+    errors: list[str] = []
+    seen: set[Path] = set()
+    for line in lines:
+        if not line.strip():
+            continue
+        script, *args = line.split("\t")
+        try:
+            plan = ask_entry_script(script, args)
+        except UserError as error:
+            errors.append(f"{script} {' '.join(args)}: {error}")
+            continue
+        if plan.run_dir.resolve() not in seen:
+            seen.add(plan.run_dir.resolve())
+            runs.append(Run(script, args, plan))
+    return runs, errors
+
+
+@dataclass
+class Worker:
+    """Where one run at a time goes: a GPU (CUDA_VISIBLE_DEVICES) or a share of the CPU cores."""
+
+    name: str
+    env: dict[str, str]
+    cpus: set[int] | None = None  # CPU affinity of its runs (CPU workers only, when several share the cores)
+
+
+def make_workers(gpus: str, runs_per_gpu: int | None, workers: int | None) -> list[Worker]:
+    """GPUS x RUNS_PER_GPU workers, or WORKERS CPU workers (default one, today's behaviour)."""
+    if gpus and workers:
+        raise UserError(f"Set either GPUS ({gpus}) or WORKERS ({workers}), not both: with GPUS the number of "
+                        "workers is GPUS x RUNS_PER_GPU.")
+    if runs_per_gpu is not None and (not gpus or runs_per_gpu < 1):
+        raise UserError(f"RUNS_PER_GPU={runs_per_gpu} needs GPUS (e.g. GPUS=0,1,2,3 RUNS_PER_GPU=2) and must be "
+                        ">= 1; on the CPU set WORKERS=N instead.")
+    if gpus:
+        if gpus == "all":
+            ids = _visible_gpus()
+        else:
+            ids = [gpu.strip() for gpu in gpus.split(",") if gpu.strip()]
+        if not ids:
+            raise UserError(f"GPUS='{gpus}' names no GPU; use GPUS=0,1,2,3 (ids as in nvidia-smi) or GPUS=all.")
+        per_gpu = runs_per_gpu or 1
+        return [Worker(f"GPU {gpu}" + (f" #{slot + 1}" if per_gpu > 1 else ""), {"CUDA_VISIBLE_DEVICES": gpu})
+                for slot in range(per_gpu) for gpu in ids]
+    count = workers or 1
+    if count < 1:
+        raise UserError(f"WORKERS must be a positive count, got {count}.")
+    if count == 1:
+        return [Worker("worker 1", {})]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+    def share(index: int) -> set[int] | None:  # every count-th core; one core shared when they run out
+        return (set(cores[index::count]) or {cores[index % len(cores)]}) if cores else None
+
+    return [Worker(f"cpu worker {index + 1}", {}, share(index)) for index in range(count)]
+
+
+def _visible_gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+@dataclass
+class Active:
+    """A run in progress on a worker."""
+
+    run: Run
+    worker: Worker
+    lock: RunLock
+    process: subprocess.Popen
+    log: BinaryIO
+    pump: threading.Thread
+    started: float = field(default_factory=time.monotonic)
+
+
+def _pump(source: BinaryIO, log: BinaryIO, echo: bool) -> None:
+    """Copy a run's output to its log (and to the terminal when ``echo``) as it comes."""
+    while chunk := source.read1(65536):
+        log.write(chunk)
+        log.flush()
+        if echo:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+
+def clock(seconds: float, hours: bool = False) -> str:
+    """'1:02:03' / '2:03' ('0:02:03' with ``hours``) for a duration in seconds."""
+    minutes, secs = divmod(int(seconds), 60)
+    whole_hours, minutes = divmod(minutes, 60)
+    return f"{whole_hours}:{minutes:02d}:{secs:02d}" if whole_hours or hours else f"{minutes}:{secs:02d}"
+
+
+def best_accuracy(run: Run) -> str:
+    try:
+        from helper.checkpoint import load_checkpoint
+
+        return f"best acc {load_checkpoint(run.plan.last_path, mmap=True).get('best_acc', 0):.2f}"
+    except (UserError, TypeError, ValueError):
+        return "best acc ?"
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last non-empty lines of a run's log (its error message), joined with ' | '."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))
+            text = handle.read().decode(errors="replace").replace("\r", "\n")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[sweep]")]
+    return " | ".join(kept[-lines:])
+
+
+class StopRequest:
+    """SIGINT/SIGTERM to the sweep: start nothing more and pass the signal to the running runs."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: self.signals.append(signum))
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signals)
+
+    @property
+    def exit_status(self) -> int:
+        return 143 if self.signals and self.signals[0] == signal.SIGTERM else 130
+
+
+@dataclass
+class Tally:
+    trained: list[str] = field(default_factory=list)    # finished by this sweep
+    skipped: list[str] = field(default_factory=list)    # already finished when the sweep reached them
+    elsewhere: list[str] = field(default_factory=list)  # finished by another process while this sweep waited
+    failed: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)    # stopped by Ctrl-C/SIGTERM with a checkpoint
+
+    @property
+    def finished(self) -> int:
+        return len(self.trained) + len(self.skipped) + len(self.elsewhere)
+
+
+class Sweep:
+    """Keeps every worker busy with the next run nobody holds until all runs are finished."""
+
+    def __init__(self, runs: list[Run], workers: list[Worker], name: str) -> None:
+        self.queue, self.total, self.workers, self.name = list(runs), len(runs), workers, name
+        self.active: dict[str, Active] = {}
+        self.tally = Tally()
+        self.stop = StopRequest()
+        self.echo = len(workers) == 1  # one run at a time: its output on the terminal, as before
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"{self.name}: {text}", flush=True)
+
+    def event(self, verb: str, text: str) -> None:
+        print(f"[{clock(time.monotonic() - self.started, hours=True)}] {verb:<6} {text}", flush=True)
+
+    def run(self) -> int:
+        """Schedule until every run is finished, failed, or (after a stop request) left for later."""
+        self.stop.install()
+        forwarded = 0
+        while (self.queue and not self.stop.requested) or self.active:
+            while forwarded < len(self.stop.signals):
+                self.forward(self.stop.signals[forwarded])
+                forwarded += 1
+            if not self.stop.requested:
+                for worker in self.workers:
+                    if worker.name not in self.active and not self.start_next(worker):
+                        break
+            self.reap()
+            time.sleep(0.2)
+        return self.finish()
+
+    def start_next(self, worker: Worker) -> bool:
+        """Claim and start the first run in the queue that nobody holds; False when there is none."""
+        now = time.monotonic()
+        for run in list(self.queue):
+            if run.next_try > now:
+                continue
+            if run.plan.checkpoint_status() == "finished":
+                self.queue.remove(run)
+                self.skip(run)
+                continue
+            try:
+                lock = RunLock.try_acquire(run.plan.run_dir)
+            except OSError as error:
+                self.queue.remove(run)
+                self.tally.failed.append(run.label)
+                self.event("failed", f"{run.label}: cannot create or lock its run folder ({error})")
+                continue
+            if lock is None:
+                self.note_waiting(run)
+                run.next_try = now + RETRY_SECONDS
+                continue
+            self.queue.remove(run)
+            status = run.plan.checkpoint_status()  # again, now that nobody else can change it
+            if status == "finished":
+                lock.release()
+                self.skip(run)
+                continue
+            self.launch(run, worker, lock, resume=status == "unfinished")
+            return True
+        return False
+
+    def skip(self, run: Run) -> None:
+        by_other = run.waiting_noted
+        (self.tally.elsewhere if by_other else self.tally.skipped).append(run.label)
+        self.event("skip", f"{run.label}: finished{' by another process' if by_other else ''} "
+                           f"({run.plan.epochs} epochs)")
+
+    def note_waiting(self, run: Run) -> None:
+        if not run.waiting_noted:
+            run.waiting_noted = True
+            info = holder(run.plan.run_dir) or {}
+            self.event("wait", f"{run.label}: held by {describe_holder(info)}; this sweep takes it over if that "
+                               "process stops before finishing it")
+
+    def launch(self, run: Run, worker: Worker, lock: RunLock, resume: bool) -> None:
+        """Start ``run`` on ``worker``, handing it the claimed lock; output to the run's log."""
+        command = [sys.executable, str(ROOT / run.script), *run.args, *(["--resume", "auto"] if resume else [])]
+        env = {**os.environ, **worker.env, "PYTHONUNBUFFERED": "1", INHERITED_LOCK_VARIABLE: str(lock.fd),
+               WORKER_VARIABLE: worker.name}
+        run.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(run.log_path, "ab")
+        log.write(f"[sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'} on "
+                  f"{worker.name}: {' '.join(command)}\n".encode())
+        log.flush()
+        self.event("resume" if resume else "start", f"{run.label} on {worker.name}"
+                   + (" (unfinished: --resume auto)" if resume else ""))
+        if self.echo:
+            print(f"+ {' '.join(command[1:])}", flush=True)
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fd,), start_new_session=True)
+        except OSError as error:
+            log.close()
+            lock.release()
+            self.tally.failed.append(run.label)
+            self.event("failed", f"{run.label}: could not start {command[0]} ({error})")
+            return
+        if worker.cpus:
+            try:
+                os.sched_setaffinity(process.pid, worker.cpus)
+            except OSError:
+                pass
+        pump = threading.Thread(target=_pump, args=(process.stdout, log, self.echo), daemon=True)
+        pump.start()
+        self.active[worker.name] = Active(run, worker, lock, process, log, pump)
+
+    def reap(self) -> None:
+        """Collect the runs that ended: log footer, release the folder, report."""
+        for name, active in list(self.active.items()):
+            code = active.process.poll()
+            if code is None:
+                continue
+            del self.active[name]
+            active.pump.join(timeout=10)
+            elapsed = time.monotonic() - active.started
+            active.log.write(f"[sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} exit status {code} after "
+                             f"{clock(elapsed)}\n".encode())
+            active.log.close()
+            active.lock.release()
+            self.report(active.run, active.worker, code, elapsed)
+
+    def report(self, run: Run, worker: Worker, code: int, elapsed: float) -> None:
+        where = f"{run.label} on {worker.name}"
+        if code == 0 and run.plan.checkpoint_status() == "finished":
+            self.tally.trained.append(run.label)
+            self.event("done", f"{where} in {clock(elapsed)}, {best_accuracy(run)}")
+        elif self.stop.requested and code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+            self.tally.stopped.append(run.label)
+            self.event("stop", f"{where} after {clock(elapsed)}: checkpoint saved, the next sweep resumes it")
+        else:
+            reason = (f"killed by {signal.Signals(-code).name}" if code < 0 else
+                      "exited without finishing its epochs" if code == 0 else f"exit status {code}")
+            self.tally.failed.append(run.label)
+            self.event("failed", f"{where} after {clock(elapsed)}, {reason}: {log_tail(run.log_path)} "
+                                 f"(log: {run.log_path})")
+
+    def forward(self, signum: int) -> None:
+        """Pass a stop signal on to every running run (a second one makes them abort at once)."""
+        name = signal.Signals(signum).name
+        self.say(f"{name}: starting no more runs; stopping the {len(self.active)} running one(s), each saves a "
+                 "checkpoint (again to abort them at once)")
+        for active in self.active.values():
+            try:
+                os.killpg(active.process.pid, signum)
+            except OSError:
+                pass
+
+    def finish(self) -> int:
+        """Print the tally; the exit status says whether every run is finished."""
+        tally = self.tally
+        self.say(f"{tally.finished} of {self.total} runs finished in {clock(time.monotonic() - self.started)} "
+                 f"({len(tally.trained)} trained now, {len(tally.skipped)} already finished, {len(tally.elsewhere)} "
+                 f"by another process); failed: {' '.join(tally.failed) or 'none'}")
+        if self.stop.requested:
+            self.say(f"stopped: {len(tally.stopped)} run(s) saved a checkpoint, {len(self.queue)} not started; run "
+                     "the same command again to continue.")
+            return self.stop.exit_status
+        return 1 if tally.failed else 0
+
+
+def write_plan(runs: list[Run], name: str) -> None:
+    """<save_folder>/sweeps/<name>-<hash>.json: the sweep's runs, for scripts/run_status.py."""
+    by_folder: dict[Path, list[Run]] = {}
+    for run in runs:
+        by_folder.setdefault(run.plan.save_folder, []).append(run)
+    for save_folder, group in by_folder.items():
+        entries = [{"run_dir": str(run.plan.run_dir.resolve()), "model_name": run.plan.model_name,
+                    "epochs": run.plan.epochs, "log": str(run.log_path.resolve()),
+                    "command": [run.script, *run.args]} for run in group]
+        digest = hashlib.sha1(json.dumps([e["run_dir"] for e in entries]).encode()).hexdigest()[:8]
+        path = save_folder / "sweeps" / f"{name}-{digest}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"sweep": name, "started": time.time(), "runs": entries}, indent=1))
+        os.replace(tmp, path)
+
+
+def print_overview(runs: list[Run], workers: list[Worker], name: str, dry_run: bool) -> None:
+    """One line with the counts per status (and, for a dry run, every run and its command)."""
+    statuses = [run.plan.status() for run in runs]
+    counts = {status: statuses.count(status) for status in ("finished", "running", "unfinished", "missing")}
+    logs = sorted({str(run.plan.save_folder / "logs") for run in runs})
+    print(f"{name}: {len(runs)} runs: {counts['finished']} finished, {counts['running']} running elsewhere, "
+          f"{counts['unfinished']} unfinished, {counts['missing']} not started; {len(workers)} worker(s): "
+          f"{', '.join(worker.name for worker in workers)}; run logs in {', '.join(logs) or '-'}", flush=True)
+    if dry_run:
+        for run, status in zip(runs, statuses):
+            print(f"{status:<10} {run.plan.run_dir}\n           {run.script} {' '.join(run.args)}")
+
+
+def parse_cli(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", action="store_true", help="print 'NAME FLAGS' for every sweep method and exit")
+    parser.add_argument("--name", default="sweep", help="name in the progress lines and the plan file")
+    parser.add_argument("--workers", default="", help="runs at once on the CPU (default 1)")
+    parser.add_argument("--gpus", default="", help="GPU ids for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3, or 'all'")
+    parser.add_argument("--runs_per_gpu", default="", help="runs each GPU holds at once (default 1)")
+    parser.add_argument("--dry_run", action="store_true", help="list the runs and their status; train nothing")
+    return parser.parse_args(argv)
+
+
+def count_or_none(text: str, variable: str) -> int | None:
+    if not text.strip():
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UserError(f"{variable} must be a positive count, got '{text}'.")
+    return int(text)
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parse_cli(argv)
+    if args.methods:
+        print("\n".join(f"{name} {flags}" for name, flags in method_table()))
+        return 0
+    workers = make_workers(args.gpus.strip(), count_or_none(args.runs_per_gpu, "RUNS_PER_GPU"),
+                           count_or_none(args.workers, "WORKERS"))
+    runs, errors = plan_runs(sys.stdin.read().splitlines())
+    if errors:
+        for error in errors:
+            print(f"{args.name}: error: {error}", file=sys.stderr)
+        raise UserError(f"{len(errors)} run(s) have invalid flags (above); nothing was started. Fix the "
+                        "variables (STUDENT, TEACHER, EXTRA, ...) and run the sweep again.")
+    print_overview(runs, workers, args.name, args.dry_run)
+    if args.dry_run or not runs:
+        return 0
+    write_plan(runs, args.name)
+    return Sweep(runs, workers, args.name).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
