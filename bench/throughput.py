@@ -213,8 +213,8 @@ def wait_for_idle(timeout_s: float, threshold: float = 0.1, window_s: float = 3.
 
 def conv_ceiling_gflops(device: torch.device, repeats: int = 5) -> float:
     """fp32 GFLOP/s of one large 3x3 convolution (64 x 256 x 16 x 16, 256 -> 256 channels, NCHW,
-    inference): what this machine's convolutions can reach right now (PERFORMANCE.md quotes ~390 for
-    an unloaded 2-vCPU machine of the project's type)."""
+    inference): what this machine's convolutions can reach right now (an unloaded 2-vCPU AMD Zen 5 VM
+    reached ~390 in 2026-11; the same VM type shared with other jobs, about half of that)."""
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
     images = torch.randn(64, 256, 16, 16, device=device)
     flop = 2 * 64 * 256 * 256 * 9 * 16 * 16
@@ -344,21 +344,27 @@ def student_argv(args: argparse.Namespace, config: dict[str, str]) -> list[str]:
 
 
 def build_variant(args: argparse.Namespace, label: str, shared: dict[Any, Any]) -> Variant:
-    """One configuration's own models (same seed: same initial weights), optimizer and batches; the
-    generated dataset is loaded once per (loader, memory format) and shared."""
+    """One configuration of the benchmark's method and pair (see ``variant_from_argv``)."""
     config = parse_config(label)
-    opt = train_student.parse_args(student_argv(args, config))
+    return variant_from_argv(student_argv(args, config), label, shared, seed_step=config.get("step") == "seed",
+                             threads=args.threads)
+
+
+def variant_from_argv(argv: list[str], label: str, shared: dict[Any, Any], seed_step: bool = False,
+                      threads: int = 0) -> Variant:
+    """The training step of ``train_student.py ARGV``: its own models (same seed: same initial weights),
+    optimizer and batches; the dataset is loaded once per (loader, memory format) and kept in ``shared``."""
+    opt = train_student.parse_args(argv)
     device = setup(opt)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    key = (opt.loader, opt.channels_last)
+    if threads:
+        torch.set_num_threads(threads)
+    key = (opt.dataset, opt.data_folder, opt.loader, opt.channels_last, opt.batch_size)
     if key not in shared:
         shared[key] = build_data(opt, device)
     else:
         resolve_speed_options(opt, device, len(shared[key][1]) * opt.epochs)
     data, train_loader, _ = shared[key]
     student, teacher, method = train_student.build_models(opt, data, device)
-    seed_step = config.get("step") == "seed"
     forward_teacher = teacher if seed_step else train_student.teacher_for_forward(teacher, opt, device)
     task_class = SeedStepTask if seed_step else DistillTask
     task = task_class(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
@@ -366,10 +372,10 @@ def build_variant(args: argparse.Namespace, label: str, shared: dict[Any, Any]) 
     _, optimizer = train_student.main_stage(student, forward_teacher, method, opt, device)
     task.train_mode()
     settings = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "method": args.distill, "pair": f"{opt.model_t}->{opt.model_s}",
+                "threads": torch.get_num_threads(), "method": opt.distill, "pair": f"{opt.model_t}->{opt.model_s}",
                 "config": label, "compile": bool(opt.compile), "channels_last": bool(opt.channels_last),
                 "seed_step": seed_step, "nce_k": opt.nce_k, "n_train": int(data.train_labels.numel()),
-                "batch_size": opt.batch_size, "loader": opt.loader, "amp": opt.amp,
+                "batch_size": opt.batch_size, "loader": opt.loader, "amp": opt.amp, "dataset": opt.dataset,
                 "num_workers": opt.num_workers if opt.loader == "classic" else 0}
     drain = PREFETCH_FACTOR * opt.num_workers if opt.loader == "classic" else 0
     return Variant(label, settings, task, optimizer, endless(train_loader), device, opt.batch_size,

@@ -36,7 +36,7 @@ class StoreGiven(argparse.Action):
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, learning_rate: float | None = 0.05,
                       lr_decay_epochs: str = "150,180,210", dataset: str = "cifar100",
                       datasets: tuple[str, ...] = ("cifar100", "digits", "imagenet")) -> None:
-    """The RepDistiller training flags (defaults of SPEC section 3) plus this repo's additions."""
+    """The RepDistiller training flags, with its defaults, plus this repo's additions."""
     group = parser.add_argument_group("training")
     group.add_argument("--print_freq", type=int, default=100, help="steps between progress updates (host syncs)")
     group.add_argument("--tb_freq", type=int, default=500, help="steps between tensorboard step scalars")
