@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from helper import runner
 from helper.folding import CALL_MODES, batchnorm_layers, fold_batchnorm
 from helper.loop import Progress
 from helper.options import COMPILE_MIN_STEPS
-from helpers import write_published_teacher
+from helpers import ROOT, write_published_teacher
 from models import all_model_dict, model_dict
 
 TOLERANCE = 1e-5  # folded vs unfolded, fp32: max |difference| / max |value| of each output
@@ -250,3 +252,34 @@ def test_a_real_model_error_is_not_hidden_by_the_fallback(monkeypatch: pytest.Mo
     model = runner.compile_with_fallback(model_dict["resnet8"](num_classes=10))
     with pytest.raises(RuntimeError):
         model(torch.randn(1, 5, 32, 32))  # wrong channel count
+
+
+# ------------------------------------------------------------------ the device check, on the CPU
+
+@pytest.mark.timeout(120)
+def test_device_decode_with_loader_workers(tmp_path: Path) -> None:
+    """--decode device with DataLoader workers: the undecoded JPEG bytes must cross to the main process
+    (read_file's storage could not be shared, which left the loader waiting forever)."""
+    from datagen import write_imagenet
+    from dataset.imagenet import load_imagenet, make_imagenet_loaders
+
+    data = load_imagenet(write_imagenet(tmp_path, n_classes=2, n_train_per_class=8, n_val_per_class=2))
+    train, _ = make_imagenet_loaders(data, 4, "cpu", image_size=32, num_workers=2, seed=0, decode="device")
+    for epoch in (1, 2):
+        assert sum(images.shape[0] for images, _, _ in train.iterate(epoch)) == 16
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
+    """bench/gpu_check.py --device cpu --quick: every check runs and the table is printed (the compiled
+    configurations run eagerly here: compiling on 2 CPU cores takes minutes; the fallback is tested above)."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--quick",
+                             "--no_compile", "--keep", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    checks = " ".join(table)
+    for name in ("kd resnet8->resnet8", "crd resnet8->resnet8", "rrd resnet8->resnet8", "decode device",
+                 "2 epochs + resume", "bf16", "fp16"):
+        assert name in checks, (name, table)
+    assert "FAILED" not in result.stdout and "resumed == straight" in checks
