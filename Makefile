@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo test test-fast bench gpu-check clean-venv
 
 # Reinstall only when requirements.txt is newer than the stamp.
 $(STAMP): requirements.txt
@@ -27,6 +27,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_matrix.py
+
+# On a machine with one GPU and its own python3 (no venv, no network): every device path, < 5 min.
+gpu-check:
+	$(PYTHON) bench/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -21,6 +21,7 @@ from distiller_zoo.base import add_method_arguments, check_method_arguments, res
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
+from helper.folding import fold_batchnorm
 from helper.loop import validate
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
                             finalize_training_args, resolve_resume)
@@ -114,10 +115,19 @@ def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device, s
 
 
 def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The teacher of --path_t (loaded with strict=True), frozen, on ``device`` (not compiled: the
+    training step runs ``teacher_for_forward``'s copy)."""
     teacher = all_model_dict[opt.model_t](num_classes=num_classes)
     load_weights(teacher, opt.teacher_state, opt.path_t, opt.model_t, "--path_t")
     teacher.eval().requires_grad_(False)
-    return prepare_model(teacher, opt, device, trained=False)
+    return prepare_model(teacher, opt, device, trained=False, compile=False)
+
+
+def teacher_for_forward(teacher: torch.nn.Module, opt: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """A copy of the frozen teacher for the training step's forward: BatchNorm folded into the
+    convolutions (same features and logits up to float rounding), compiled with --compile."""
+    folded, _ = fold_batchnorm(teacher, opt.image_size or 32)
+    return prepare_model(folded, opt, device, trained=False)
 
 
 def build_models(opt: argparse.Namespace, data: Any, device: torch.device
@@ -169,17 +179,19 @@ def train(opt: argparse.Namespace, run_dir: Path) -> float:
     print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
           f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {run_dir}")
     extra = {"model_t": opt.model_t, "teacher_acc": teacher_acc}
+    forward_teacher = teacher_for_forward(teacher, opt, device)
 
     main_resume = resume if resume is not None and resume.get("stage", "main") == "main" else None
     if method.init_stage and opt.init_epochs > 0 and main_resume is None:
-        init_task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T, stage="init")
+        init_task = DistillTask(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
+                                stage="init")
         init_params = [p for module in init_task.init_modules for p in module.parameters()]
         init_optimizer = make_optimizer(init_params, opt, device, method.init_learning_rate(opt))
         run_stage(init_task, init_optimizer, train_loader, None, opt, run_dir, None, opt.model_s, opt.model_s,
                   resume, stage="init", epochs=opt.init_epochs, learning_rate=method.init_learning_rate(opt),
                   validate=False, extra=extra)
 
-    task, optimizer = main_stage(student, teacher, method, opt, device)
+    task, optimizer = main_stage(student, forward_teacher, method, opt, device)
     result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
                        main_resume, extra=extra)
     print(f"teacher accuracy: {teacher_acc:.2f}  student best accuracy: {result.best_acc:.2f}  "

@@ -34,15 +34,21 @@ PART_NAMES = ("batch", "nce_k", "crd_loss", "scoring", "banks")
 
 
 def bench_args(*extra: str, device: str) -> argparse.Namespace:
-    """throughput.py's options for kd-style runs on resnet56 -> resnet20 with the fast loader."""
+    """throughput.py's options for kd-style runs on resnet56 -> resnet20 with the fast loader, eager
+    (--compile off: one compile per configuration would dominate these sweeps)."""
     return throughput.parse_args(["--model_t", "resnet56", "--model_s", "resnet20", "--loader", "fast",
-                                  "--device", device, *extra])
+                                  "--compile", "off", "--device", device, *extra])
 
 
 def batch_size_sweep(device: str, quick: bool) -> list[dict[str, Any]]:
     """kd step time at each batch size; about the same number of images per batch size."""
-    args = bench_args("--distill", "kd", device=device)
-    variants = throughput.build_variants(args, ["fast"], ["none"], batch_sizes=list(BATCH_SIZES))
+    shared: dict[Any, Any] = {}
+    variants = []
+    for size in BATCH_SIZES:
+        variant = throughput.build_variant(bench_args("--distill", "kd", "--batch_size", str(size), device=device),
+                                           "default", shared)
+        variant.label = f"b{size}"
+        variants.append(variant)
     images = 512 if quick else 2048
     steps = {v.label: max(2 if quick else 4, images // v.batch_size) for v in variants}
     return throughput.measure(variants, steps, warmup=1 if quick else 2, rounds=2)
@@ -63,7 +69,7 @@ def nce_k_sweep(device: str, quick: bool) -> list[dict[str, Any]]:
     variants = []
     for method, n_train, nce_k in nce_k_configs(quick):
         args = bench_args("--distill", method, "--nce_k", str(nce_k), "--n_train", str(n_train), device=device)
-        (variant,) = throughput.build_variants(args, ["fast"], ["none"])
+        variant = throughput.build_variant(args, "default", {})
         variant.label = f"{method}/n{n_train}/k{nce_k}"
         variants.append(variant)
     return throughput.measure(variants, 3 if quick else 10, warmup=1 if quick else 2, rounds=2)

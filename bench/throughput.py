@@ -1,18 +1,19 @@
 """Training-step throughput of train_student.py's own code path, on generated CIFAR-100.
 
-    python bench/throughput.py --distill kd --model_t resnet32x4 --model_s resnet8x4 --batch_size 64 \
-        --steps 50 --warmup 10 --device cpu --loader fast [--compare] [--compare_amp bf16] [--json-out FILE]
+    python bench/throughput.py --distill kd --model_t resnet56 --model_s resnet20 --device cpu \
+        --configs default,seed,eager,bf16 --steps 36 --warmup 5 [--json-out FILE]
 
 Builds ``opt`` with ``train_student.parse_args`` (a random-init teacher checkpoint and a generated
 CIFAR-100 in the official pickle format, both cached under the system temp folder), then
-``helper.runner.setup`` / ``dataset.build.build_data``, ``train_student.build_models`` / ``main_stage``, and runs
-``helper.loop.train_step`` (plus the loop's per-step ``EpochMeters.update``) on batches of
-``train_loader.iterate(epoch)``: the training loop minus the progress bar and checkpoints.
+``helper.runner.setup`` / ``dataset.build.build_data``, ``train_student.build_models`` /
+``teacher_for_forward`` / ``main_stage``, and runs ``helper.loop.train_step`` (plus the loop's per-step
+``EpochMeters.update``) on batches of ``train_loader.iterate(epoch)``: the training loop minus the
+progress bar, validation and checkpoints.
 
-Variants (``--compare``: classic and fast loader; ``--compare_amp``: fp32 and an autocast dtype;
-``--compare_channels_last``: NCHW and channels_last, two model sets) run in interleaved rounds in
-one process, so that machine load hits them alike. Prints one JSON line per variant, then a ratio
-line.
+Each configuration (``--configs``: flag overrides such as --channels_last off, --compile off, --amp
+bf16, or 'seed', the step of this repo's first version) gets its own models from the same seed; all
+run in interleaved rounds in one process, so that machine load hits them alike. Prints one JSON line
+per configuration, then the throughput ratios to the 'default' configuration.
 """
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ os.environ.setdefault("DISTILLERS_OFFLINE", "1")  # generated data only: never t
 import torch  # noqa: E402
 
 import train_student  # noqa: E402
+from distiller_zoo import DistillTask  # noqa: E402
+from distiller_zoo.base import Features  # noqa: E402
 from datagen import write_cifar100  # noqa: E402
 from helper.loop import EpochMeters, autocast_factory, train_step  # noqa: E402
 from helper.options import cpu_count  # noqa: E402
-from dataset.build import build_data
-from helper.runner import setup  # noqa: E402
+from dataset.build import build_data  # noqa: E402
+from helper.runner import resolve_speed_options, setup  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -211,8 +214,8 @@ def wait_for_idle(timeout_s: float, threshold: float = 0.1, window_s: float = 3.
 
 def conv_ceiling_gflops(device: torch.device, repeats: int = 5) -> float:
     """fp32 GFLOP/s of one large 3x3 convolution (64 x 256 x 16 x 16, 256 -> 256 channels, NCHW,
-    inference): what this machine's convolutions can reach right now (PERFORMANCE.md quotes ~390 for
-    an unloaded 2-vCPU machine of the project's type)."""
+    inference): what this machine's convolutions can reach right now (an unloaded 2-vCPU AMD Zen 5 VM
+    reached ~390 in 2026-11; the same VM type shared with other jobs, about half of that)."""
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
     images = torch.randn(64, 256, 16, 16, device=device)
     flop = 2 * 64 * 256 * 256 * 9 * 16 * 16
@@ -238,7 +241,7 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass
 class Variant:
-    """One configuration to time: a loader and an autocast setting over a shared task/optimizer."""
+    """One configuration to time: its own task (student, teacher, method), optimizer and batches."""
 
     label: str
     settings: dict[str, Any]          # what the result line reports about this variant
@@ -252,6 +255,7 @@ class Variant:
     scaler: torch.amp.GradScaler | None = None
     round_warmup: int = 0             # untimed steps at the start of every round (classic: drain prefetch)
     steps_done: int = 0
+    warmup_seconds: list[float] = field(default_factory=list)
 
     def step(self) -> float:
         """One training step exactly as fit() runs it; returns the seconds spent waiting for the batch."""
@@ -272,53 +276,112 @@ def endless(loader: Any) -> Iterator[Batch]:
         epoch += 1
 
 
-def student_argv(args: argparse.Namespace, loader: str, amp: str) -> list[str]:
-    """The train_student.py command line for this benchmark's settings."""
+class SeedStepTask(DistillTask):
+    """The training step as the first version of this repo ran it, for comparison: the teacher
+    unfolded, its features cloned out of ``torch.inference_mode``, CRD's memory banks updated (and
+    therefore snapshotted) inside the forward."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        contrast = getattr(getattr(self.method, "criterion", None), "contrast", None)
+        if contrast is not None and hasattr(contrast, "defer_update"):
+            contrast.defer_update = False
+
+    def _forward(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, progress: Any) -> Any:
+        method = self.method
+        if method.uses_features and method.has_method_loss:
+            student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
+            with torch.inference_mode():
+                teacher_feats, teacher_logits = self.teacher(images, is_feat=True, preact=method.uses_preact)
+            teacher_feats = [f.clone() for f in teacher_feats]
+        else:
+            student_feats, student_logits = [], self.model(images)
+            with torch.inference_mode():
+                teacher_logits = self.teacher(images)
+            teacher_feats = []
+        return Features(student_feats, teacher_feats, student_logits, teacher_logits.clone(), labels, index, progress)
+
+
+# Named configurations (--configs): overrides of the training flags, plus 'step': 'seed' for SeedStepTask.
+PRESETS: dict[str, dict[str, str]] = {
+    "default": {},                                             # what a user gets: --channels_last/--compile auto
+    "seed": {"channels_last": "off", "compile": "off", "step": "seed"},  # the first version's step and flags
+    "eager": {"compile": "off"},
+    "nchw": {"channels_last": "off"},
+    "bf16": {"amp": "bf16"},
+    "fp16": {"amp": "fp16"},
+    "classic": {"loader": "classic"},
+}
+CONFIG_KEYS = {"channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"),
+               "amp": ("none", "bf16", "fp16"), "loader": ("fast", "classic"), "step": ("current", "seed")}
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """'default', a preset name, or tokens like 'compile=off+amp=bf16' (a preset may start the list)."""
+    settings: dict[str, str] = {}
+    for token in text.split("+"):
+        if token in PRESETS:
+            settings.update(PRESETS[token])
+            continue
+        key, _, value = token.partition("=")
+        if value not in CONFIG_KEYS.get(key, ()):
+            raise SystemExit(f"bench: unknown configuration '{token}' in '{text}'; use a preset "
+                             f"({', '.join(PRESETS)}) or key=value with key in {', '.join(CONFIG_KEYS)}")
+        settings[key] = value
+    return settings
+
+
+def student_argv(args: argparse.Namespace, config: dict[str, str]) -> list[str]:
+    """The train_student.py command line for this benchmark's settings and one configuration."""
     argv = ["--path_t", str(ensure_teacher(args.model_t)), "--distill", args.distill, "--model_s", args.model_s,
             "--batch_size", str(args.batch_size), "--data_folder", str(ensure_cifar100(args.n_train)),
-            "--save_folder", str(cache_root() / "save"), "--device", args.device, "--loader", loader,
-            "--amp", amp, "--num_workers", str(args.num_workers), "--nce_k", str(args.nce_k), "--trial", "bench",
+            "--save_folder", str(cache_root() / "save"), "--device", args.device,
+            "--loader", config.get("loader", args.loader), "--amp", config.get("amp", args.amp),
+            "--channels_last", config.get("channels_last", args.channels_last),
+            "--compile", config.get("compile", args.compile), "--epochs", str(args.epochs),
+            "--num_workers", str(args.num_workers), "--nce_k", str(args.nce_k), "--trial", "bench",
             "--seed", "0", "--no_progress"]
-    return argv + ["--compile"] * args.compile + ["--channels_last"] * args.channels_last
+    return argv
 
 
-def build_variants(args: argparse.Namespace, loaders: list[str], amps: list[str],
-                   batch_sizes: list[int] | None = None) -> list[Variant]:
-    """Variants for every (loader, amp, batch size) combination, sharing one set of models."""
-    batch_sizes = batch_sizes or [args.batch_size]
-    opt = train_student.parse_args(student_argv(args, loaders[0], amps[0]))
+def build_variant(args: argparse.Namespace, label: str, shared: dict[Any, Any]) -> Variant:
+    """One configuration of the benchmark's method and pair (see ``variant_from_argv``)."""
+    config = parse_config(label)
+    return variant_from_argv(student_argv(args, config), label, shared, seed_step=config.get("step") == "seed",
+                             threads=args.threads)
+
+
+def variant_from_argv(argv: list[str], label: str, shared: dict[Any, Any], seed_step: bool = False,
+                      threads: int = 0) -> Variant:
+    """The training step of ``train_student.py ARGV``: its own models (same seed: same initial weights),
+    optimizer and batches; the dataset is loaded once per (loader, memory format) and kept in ``shared``."""
+    opt = train_student.parse_args(argv)
     device = setup(opt)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train_loaders: dict[tuple[str, int], Any] = {}
-    data = None
-    for loader in loaders:
-        for batch_size in batch_sizes:
-            opt.loader, opt.batch_size = loader, batch_size
-            data, train_loaders[loader, batch_size], _ = build_data(opt, device)
+    if threads:
+        torch.set_num_threads(threads)
+    key = (opt.dataset, opt.data_folder, opt.loader, opt.channels_last, opt.batch_size)
+    if key not in shared:
+        shared[key] = build_data(opt, device)
+    else:
+        resolve_speed_options(opt, device, len(shared[key][1]) * opt.epochs)
+    data, train_loader, _ = shared[key]
     student, teacher, method = train_student.build_models(opt, data, device)
-    task, optimizer = train_student.main_stage(student, teacher, method, opt, device)
+    forward_teacher = teacher if seed_step else train_student.teacher_for_forward(teacher, opt, device)
+    task_class = SeedStepTask if seed_step else DistillTask
+    task = task_class(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
+                      logit_stand=opt.logit_stand)
+    _, optimizer = train_student.main_stage(student, forward_teacher, method, opt, device)
     task.train_mode()
-
-    common = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "method": args.distill,
-              "pair": f"{opt.model_t}->{opt.model_s}", "compile": bool(opt.compile),
-              "channels_last": bool(opt.channels_last), "nce_k": opt.nce_k, "n_train": int(data.train_labels.numel())}
-    variants = []
-    for loader in loaders:
-        for amp in amps:
-            for batch_size in batch_sizes:
-                precision = "fp32" if amp == "none" else amp
-                label = "/".join(part for part, several in ((loader, len(loaders) > 1), (precision, len(amps) > 1),
-                                                           (f"b{batch_size}", len(batch_sizes) > 1)) if several)
-                settings = dict(common, batch_size=batch_size, loader=loader, amp=amp,
-                                num_workers=opt.num_workers if loader == "classic" else 0)
-                drain = PREFETCH_FACTOR * opt.num_workers if loader == "classic" else 0
-                variants.append(Variant(
-                    label or loader, settings, task, optimizer, endless(train_loaders[loader, batch_size]), device,
-                    batch_size, EpochMeters(device), autocast_factory(device, amp),
-                    torch.amp.GradScaler(device.type) if amp == "fp16" else None, drain))
-    return variants
+    settings = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "method": opt.distill, "pair": f"{opt.model_t}->{opt.model_s}",
+                "config": label, "compile": bool(opt.compile), "channels_last": bool(opt.channels_last),
+                "seed_step": seed_step, "nce_k": opt.nce_k, "n_train": int(data.train_labels.numel()),
+                "batch_size": opt.batch_size, "loader": opt.loader, "amp": opt.amp, "dataset": opt.dataset,
+                "num_workers": opt.num_workers if opt.loader == "classic" else 0}
+    drain = PREFETCH_FACTOR * opt.num_workers if opt.loader == "classic" else 0
+    return Variant(label, settings, task, optimizer, endless(train_loader), device, opt.batch_size,
+                   EpochMeters(device), autocast_factory(device, opt.amp),
+                   torch.amp.GradScaler(device.type) if opt.amp == "fp16" else None, drain)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,9 +435,12 @@ def measure(variants: list[Variant], steps: int | dict[str, int], warmup: int, r
     memory = PeakMemory(variants[0].device)
     load_before = load_average()
     ceiling = conv_ceiling_gflops(variants[0].device)
-    for variant in variants:
+    for variant in variants:  # the first steps of a compiled variant compile
         for _ in range(warmup):
+            started = time.perf_counter()
             variant.step()
+            synchronize(variant.device)
+            variant.warmup_seconds.append(time.perf_counter() - started)
     plan = {v.label: split_steps(steps[v.label] if isinstance(steps, dict) else steps, rounds) for v in variants}
     timings = {variant.label: Timings() for variant in variants}
     for round_index in range(rounds):
@@ -394,6 +460,8 @@ def measure(variants: list[Variant], steps: int | dict[str, int], warmup: int, r
             peak_memory_mib=round(t.peak_mib, 1), peak_memory_kind=memory.kind,
             sync_steps=sync_steps, loadavg_before=load_before, loadavg_after=load_after,
             foreign_cpu_fraction=t.foreign.fraction(), conv_ceiling_gflops=ceiling,
+            first_step_s=round(variant.warmup_seconds[0], 2) if variant.warmup_seconds else None,
+            warmup_s=round(sum(variant.warmup_seconds), 2),
             measured_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
     return records
 
@@ -416,54 +484,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model_t", default="resnet32x4", help="teacher arch (random-init checkpoint is generated)")
     parser.add_argument("--model_s", default="resnet8x4")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=50, help="timed steps per variant (split over --rounds)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per variant before timing")
+    parser.add_argument("--configs", default="default",
+                        help="comma list of configurations timed interleaved, each with its own models: presets "
+                             f"({', '.join(PRESETS)}) or '+'-joined key=value ({', '.join(CONFIG_KEYS)}), e.g. "
+                             "default,seed,eager,bf16 or compile=off+amp=bf16")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per configuration (split over --rounds)")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed steps per configuration before timing (must cover compilation)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds (default 3 when comparing, else 1)")
+                        help="interleaved rounds (default 3 with several configurations, else 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--loader", choices=["fast", "classic"], default="fast")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--channels_last", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--epochs", type=int, default=240,
+                        help="run length that --compile auto judges (the benchmark itself runs --steps)")
     parser.add_argument("--num_workers", type=int, default=min(8, cpu_count()), help="classic loader workers")
     parser.add_argument("--nce_k", type=int, default=16384)
     parser.add_argument("--n_train", type=int, default=DEFAULT_N_TRAIN, help="generated training images")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: one per core, as training)")
-    parser.add_argument("--compare", action="store_true", help="classic vs fast loader, interleaved")
-    parser.add_argument("--compare_amp", choices=["bf16", "fp16"], default=None,
-                        help="fp32 vs this autocast dtype, interleaved (with --loader)")
-    parser.add_argument("--compare_channels_last", action="store_true",
-                        help="NCHW vs channels_last models and batches (two model sets), interleaved")
     parser.add_argument("--sync_steps", action="store_true",
                         help="synchronise the device at every step (exact per-step times, no host/device overlap)")
     parser.add_argument("--json-out", dest="json_out", default=None, help="also write all records to this file")
     args = parser.parse_args(argv)
-    comparisons = sum([args.compare, bool(args.compare_amp), args.compare_channels_last])
-    if comparisons > 1:
-        parser.error("use one of --compare, --compare_amp and --compare_channels_last")
+    args.config_list = [c for c in args.configs.split(",") if c]
+    for config in args.config_list:
+        parse_config(config)
     if args.rounds is None:
-        args.rounds = 3 if comparisons else 1
+        args.rounds = 3 if len(args.config_list) > 1 else 1
     return args
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the variants the flags ask for, measure them, and return {'records': [...], 'ratio': ...}."""
-    if args.compare_channels_last:
-        variants = []
-        for channels_last, label in ((False, "nchw"), (True, "channels_last")):
-            (variant,) = build_variants(argparse.Namespace(**dict(vars(args), channels_last=channels_last)),
-                                        [args.loader], [args.amp])
-            variant.label = label
-            variants.append(variant)
-    else:
-        loaders = ["classic", "fast"] if args.compare else [args.loader]
-        amps = ["none", args.compare_amp] if args.compare_amp else [args.amp]
-        variants = build_variants(args, loaders, amps)
+    """Build the configurations, measure them interleaved, and return {'records': [...], 'ratios': ...}
+    with each configuration's throughput over the 'default' one's (or the first one's)."""
+    shared: dict[Any, Any] = {}
+    variants = [build_variant(args, label, shared) for label in args.config_list]
     records = measure(variants, args.steps, args.warmup, args.rounds, args.sync_steps)
-    result: dict[str, Any] = {"records": records}
-    if len(records) == 2:
-        result["ratio"] = ratio(records[1], records[0])
-    return result
+    base = next((r for r in records if r["label"] == "default"), records[0])
+    return {"records": records, "ratios": {r["label"]: ratio(r, base) for r in records}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -471,8 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args)
     for record in result["records"]:
         print(json.dumps(record), flush=True)
-    if "ratio" in result:
-        print(json.dumps(result["ratio"]), flush=True)
+    print(json.dumps(result["ratios"]), flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
 

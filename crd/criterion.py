@@ -53,14 +53,16 @@ class CRDLoss(nn.Module):
     f_t (B, t_dim), idx (B,) dataset indices, contrast_idx (B, nce_k+1) or None) -> scalar.
     With contrast_idx None the indices come from `sampler` when one is attached (a
     ContrastSampler, drawing on the device), else uniformly over the dataset, positive first.
+    ``defer_update``: the memory banks' momentum update waits for ``apply_memory_update()`` (after the
+    optimizer step), which spares a copy of both banks per step (ContrastMemory).
     """
 
-    def __init__(self, opt: Any) -> None:
+    def __init__(self, opt: Any, defer_update: bool = False) -> None:
         super().__init__()
         self.embed_s = Embed(opt.s_dim, opt.feat_dim)
         self.embed_t = Embed(opt.t_dim, opt.feat_dim)
         self.contrast = ContrastMemory(opt.feat_dim, opt.n_data, opt.nce_k, opt.nce_t, opt.nce_m,
-                                       bank_dtype=getattr(opt, "crd_bank_dtype", "fp32"))
+                                       bank_dtype=getattr(opt, "crd_bank_dtype", "fp32"), defer_update=defer_update)
         self.criterion_s = ContrastLoss(opt.n_data)
         self.criterion_t = ContrastLoss(opt.n_data)
         self.sampler: ContrastSampler | None = None
@@ -82,3 +84,7 @@ class CRDLoss(nn.Module):
                 contrast_idx = self.contrast.draw_uniform(idx, generator=self.generator)
         out_s, out_t = self.contrast(student, teacher, idx, contrast_idx)
         return self.criterion_s(out_s) + self.criterion_t(out_t)
+
+    def apply_memory_update(self) -> None:
+        """The deferred momentum update of the memory banks (see ``defer_update``)."""
+        self.contrast.apply_pending_update()

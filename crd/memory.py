@@ -29,17 +29,18 @@ def bank_bytes(n_data: int, feat_dim: int, bank_dtype: str = "fp32") -> int:
 
 
 def _sampled_scores(
-    bank: torch.Tensor, embeddings: torch.Tensor, contrast_idx: torch.Tensor, temperature: float
+    bank: torch.Tensor, embeddings: torch.Tensor, contrast_idx: torch.Tensor, temperature: float,
+    snapshot: bool = True,
 ) -> torch.Tensor:
     """exp(<bank[contrast_idx[b, j]], embeddings[b]> / T) as a (B, K+1) tensor.
 
     Scores every bank row with one (B, D) @ (D, n_data) matmul and gathers the B x (K+1)
     sampled scalars, instead of gathering B x (K+1) x D rows (identical math, far less memory
-    traffic). The bank is snapshotted when autograd needs it, because the momentum update
-    writes into it in place before backward runs; a half-precision bank is scored in the
-    embeddings' precision.
+    traffic). With ``snapshot`` the bank is copied when autograd needs it, because the momentum
+    update then writes into it in place before backward runs (not needed when the update waits
+    until after the optimizer step); a half-precision bank is scored in the embeddings' precision.
     """
-    if torch.is_grad_enabled() and embeddings.requires_grad:
+    if snapshot and torch.is_grad_enabled() and embeddings.requires_grad:
         bank = bank.to(embeddings.dtype, copy=True)
     elif bank.dtype != embeddings.dtype and not torch.is_autocast_enabled(embeddings.device.type):
         bank = bank.to(embeddings.dtype)
@@ -59,13 +60,18 @@ class ContrastMemory(nn.Module):
     out_v2 = exp(<memory_v1[idx], v2>/T) / Z_v2. Z is fixed on the first call to
     mean(out) * n_data. Afterwards rows y move to normalize(m * row + (1 - m) * v).
     ``bank_dtype`` ('fp32', 'bf16', 'fp16') stores the banks in half precision to save memory.
+    ``defer_update``: forward only records that update, and ``apply_pending_update()`` (called after
+    the optimizer step, or at the latest by the next forward) applies it; the banks then need no
+    snapshot for backward, and the results are bit-identical to updating inside forward.
     """
 
     def __init__(
         self, inputSize: int, outputSize: int, K: int, T: float = 0.07, momentum: float = 0.5,
-        bank_dtype: str = "fp32",
+        bank_dtype: str = "fp32", defer_update: bool = False,
     ) -> None:
         super().__init__()
+        self.defer_update = defer_update
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.n_data = outputSize
         self.K = K
         self.T = T
@@ -99,8 +105,9 @@ class ContrastMemory(nn.Module):
         idx = idx.long()
         assert idx.shape[0] == v1.shape[0], "contrast indices must have one row per sample"
 
-        out_v2 = _sampled_scores(self.memory_v1, v2, idx, self.T)
-        out_v1 = _sampled_scores(self.memory_v2, v1, idx, self.T)
+        self.apply_pending_update()  # a forward without after-step hook in between: update first
+        out_v2 = _sampled_scores(self.memory_v1, v2, idx, self.T, snapshot=not self.defer_update)
+        out_v1 = _sampled_scores(self.memory_v2, v1, idx, self.T, snapshot=not self.defer_update)
 
         with torch.no_grad():  # sync-free "set Z once": keep it if already positive
             means = torch.stack([out_v1.mean(), out_v2.mean()])
@@ -112,8 +119,17 @@ class ContrastMemory(nn.Module):
         out_v1 = out_v1 / z_v1
         out_v2 = out_v2 / z_v2
 
-        self.update_memory(v1, v2, y)
+        if self.defer_update:
+            self._pending = (v1.detach(), v2.detach(), y)
+        else:
+            self.update_memory(v1, v2, y)
         return out_v1, out_v2
+
+    def apply_pending_update(self) -> None:
+        """Apply the momentum update a deferred forward recorded (nothing when none is pending)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.update_memory(*pending)
 
     @torch.no_grad()
     def update_memory(self, v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor) -> None:

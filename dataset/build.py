@@ -11,6 +11,7 @@ from dataset import load_dataset, make_loaders
 from helper import distributed
 from helper.errors import UserError
 from helper.options import check_batch_size
+from helper.runner import resolve_speed_options
 
 
 def build_data(opt: argparse.Namespace, device: torch.device, views: tuple[str, ...] = ("weak",)
@@ -31,6 +32,7 @@ def build_data(opt: argparse.Namespace, device: torch.device, views: tuple[str, 
         train_loader, test_loader = make_imagenet_loaders(
             data, opt.batch_size, device, image_size=opt.image_size, num_workers=opt.num_workers, seed=opt.seed,
             decode=opt.decode, channels_last=opt.channels_last, rank=rank, world_size=processes)
+        resolve_speed_options(opt, device, len(train_loader) * opt.epochs)
         return data, train_loader, test_loader
     download = os.environ.get("DISTILLERS_OFFLINE", "0") != "1"
     if processes > 1:  # rank 0 downloads what is missing while the others wait, then they read it
@@ -43,4 +45,5 @@ def build_data(opt: argparse.Namespace, device: torch.device, views: tuple[str, 
                                              num_workers=opt.num_workers, seed=opt.seed,
                                              channels_last=opt.channels_last, rank=rank, world_size=processes,
                                              views=tuple(views))
+    resolve_speed_options(opt, device, len(train_loader) * opt.epochs)
     return data, train_loader, test_loader

@@ -186,7 +186,8 @@ class _ImageFiles(Dataset):
                 with Image.open(path) as header:  # reads the header only
                     width, height, mode = header.width, header.height, header.mode
                 if mode == "RGB":
-                    return (data, choose_crop(height, width, item_seed)), self.labels[index], index
+                    # a copy: read_file's file-mapped storage cannot be sent to the main process
+                    return (data.clone(), choose_crop(height, width, item_seed)), self.labels[index], index
             image = decode_image(data, mode=ImageReadMode.RGB)
         crop = choose_crop(image.shape[-2], image.shape[-1], item_seed)
         return apply_crop(image, crop, self.size), self.labels[index], index

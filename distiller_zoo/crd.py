@@ -73,7 +73,7 @@ class ContrastiveRepresentation(Distiller):
             print(f"CRD: --nce_k {opt.nce_k} is more than the negatives (samples of other classes) that {len(short)} "
                   f"of {self.sampler.num_classes} classes have (fewest: {self.sampler.smallest_negatives}); their "
                   "negatives are drawn with replacement, as the reference implementations do.")
-        self.criterion = CRDLoss(opt)
+        self.criterion = CRDLoss(opt, defer_update=True)  # banks updated in after_step
         size = bank_bytes(opt.n_data, opt.feat_dim, opt.crd_bank_dtype)
         if size >= LARGE_BANK_BYTES:
             print(f"CRD memory banks: 2 x {opt.n_data} x {opt.feat_dim} x {opt.crd_bank_dtype} = {size / 1e9:.2f} GB "
@@ -82,3 +82,7 @@ class ContrastiveRepresentation(Distiller):
     def loss(self, features: Features) -> Tensor:
         contrast_index = self.sampler(features.index, features.labels)
         return self.criterion(features.student[-1], features.teacher[-1], features.index, contrast_index)
+
+    def after_step(self) -> None:
+        """The memory banks' momentum update, after the optimizer step (no bank copy for backward)."""
+        self.criterion.apply_memory_update()

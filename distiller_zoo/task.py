@@ -56,21 +56,20 @@ class DistillTask:
             module.eval()
 
     def _forward(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> Features:
+        """Student forward with gradients; teacher forward under no_grad (plain tensors that backward may
+        save, so no copies: methods read teacher features and never modify them in place)."""
         method = self.method
         if self.stage == "init" or (method.uses_features and method.has_method_loss):
             student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
-            with torch.inference_mode():
+            with torch.no_grad():
                 teacher_feats, teacher_logits = self.teacher(images, is_feat=True,
                                                               preact=method.teacher_uses_preact())
-            # inference tensors cannot be saved for backward: clone into normal tensors
-            teacher_feats = [f.clone() for f in teacher_feats]
         else:
             student_feats, student_logits = [], self.model(images)
-            with torch.inference_mode():
+            with torch.no_grad():
                 teacher_logits = self.teacher(images)
             teacher_feats = []
-        return Features(student_feats, teacher_feats, student_logits, teacher_logits.clone(), labels, index,
-                        progress)
+        return Features(student_feats, list(teacher_feats), student_logits, teacher_logits, labels, index, progress)
 
     def compute(self, images: Tensor | tuple[Tensor, ...], labels: Tensor, index: Tensor,
                 progress: Progress = Progress()) -> StepOutput:
