@@ -461,7 +461,7 @@ class StageRun:
         test = validate(_evaluated_model(self.task), self.test_loader, self.autocast) \
             if config.validate_each_epoch and self.test_loader else {}
         self.last_acc = test.get("test_acc1", 0.0)
-        improved = bool(test) and self.last_acc > self.best_acc
+        improved = bool(test) and (self.last_acc > self.best_acc or not self.best_path.exists())
         self.best_acc = max(self.best_acc, self.last_acc)
         seconds = time.perf_counter() - started
         lr = self.optimizer.param_groups[0]["lr"]
