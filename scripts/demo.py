@@ -1,5 +1,5 @@
 """The offline main job (`make demo`): train a teacher on the bundled `digits` data, distil
-students with several methods, and print an accuracy table. Runs on 2 CPU cores in minutes.
+students with several methods, print an accuracy table, and draw what distillation did (analyze.py). Runs on 2 CPU cores in minutes.
 
 Everything goes to save/demo/ (recreated on each run).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import analyze  # noqa: E402
 import train_student  # noqa: E402
 import train_teacher  # noqa: E402
 
@@ -25,6 +26,7 @@ STUDENTS = [
     ("DCD", "dcd", ["-a", "0", "-b", "1"]),
     ("DCD+KD", "dcd", ["-a", "1", "-b", "1"]),
     ("RRD", "rrd", ["-a", "0", "-b", "1", "--nce_k", "1024"]),
+    ("DKD", "dkd", ["-a", "0", "-b", "1", "--dkd_warmup", "2"]),
 ]
 
 
@@ -66,6 +68,9 @@ def main() -> None:
     for label, model, acc, seconds in rows:
         print(f"| {label:<18} | {model:<9} | {acc:6.2f} | {seconds:5.0f}s |")
     print(f"\nTotal {time.perf_counter() - started:.0f}s; runs and metrics.csv files in {save}")
+    students = [save / "models" / f"{STUDENT}_digits_vanilla", *sorted(save.glob("student/student_model/*"))]
+    analyze.main(["--path_t", str(path_t), "--path_s", *map(str, students), "--dataset", "digits",
+                  "--device", args.device, "--out", str(save / "analysis")])
 
 
 if __name__ == "__main__":
