@@ -12,7 +12,6 @@ Standard library only (plus helper.errors): the sweep scheduler and the status t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -24,9 +23,20 @@ from typing import Any
 
 from helper.errors import UserError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not protected from being trained twice
+    fcntl = None
+
 LOCK_FILE = "run.lock"
 INHERITED_LOCK_VARIABLE = "DISTILLERS_RUN_LOCK_FD"  # fd of a locked run.lock, set by scripts/sweep.py
 WORKER_VARIABLE = "DISTILLERS_SWEEP_WORKER"         # the sweep worker's name (e.g. 'GPU 2'), shown by run_status
+
+
+def _flock(fd: int, exclusive: bool = True) -> None:
+    """Non-blocking flock; BlockingIOError when another open file holds a conflicting lock."""
+    if fcntl is not None:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -60,7 +70,7 @@ class RunLock:
         while True:
             fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(fd)
             except BlockingIOError:
                 os.close(fd)
                 if time.monotonic() >= deadline:
@@ -78,7 +88,7 @@ class RunLock:
         if value is None or not value.isdigit() or not _same_file(int(value), Path(run_dir) / LOCK_FILE):
             return None
         try:
-            fcntl.flock(int(value), fcntl.LOCK_EX | fcntl.LOCK_NB)  # already ours: succeeds at once
+            _flock(int(value))  # already ours: succeeds at once
         except OSError:
             return None
         return cls(Path(run_dir), int(value), created_folder=False)
@@ -90,7 +100,8 @@ class RunLock:
                 "command": " ".join(sys.argv), **extra}
         data = (json.dumps(info) + "\n").encode()
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        os.write(self.fd, data)
 
     def release(self) -> None:
         if self.fd < 0:
@@ -114,10 +125,10 @@ def holder(run_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: probes never block each other
+            _flock(fd, exclusive=False)  # shared: probes never block each other
         except BlockingIOError:
             try:
-                return json.loads(os.pread(fd, 65536, 0) or b"{}")
+                return json.loads(os.read(fd, 65536) or b"{}")
             except ValueError:
                 return {}
         return None

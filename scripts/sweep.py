@@ -32,7 +32,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -187,13 +187,16 @@ class Active:
 
 
 def _pump(source: BinaryIO, log: BinaryIO, echo: bool) -> None:
-    """Copy a run's output to its log (and to the terminal when ``echo``) as it comes."""
+    """Copy a run's output to its log (and to the terminal when ``echo``) as it comes; keeps
+    draining when a sink fails (a full disk, a closed terminal), so the run never blocks."""
+    sinks = [log, sys.stdout.buffer] if echo else [log]
     while chunk := source.read1(65536):
-        log.write(chunk)
-        log.flush()
-        if echo:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+        for sink in sinks:
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except (OSError, ValueError):
+                pass
 
 
 def clock(seconds: float, hours: bool = False) -> str:
@@ -387,7 +390,9 @@ class Sweep:
             self.event("done", f"{where} in {clock(elapsed)}, {best_accuracy(run)}")
         elif self.stop.requested and code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
             self.tally.stopped.append(run.label)
-            self.event("stop", f"{where} after {clock(elapsed)}: checkpoint saved, the next sweep resumes it")
+            saved = run.plan.last_path.is_file()
+            self.event("stop", f"{where} after {clock(elapsed)}: " + ("checkpoint saved, the next sweep resumes it"
+                               if saved else "stopped before its first checkpoint, the next sweep starts it again"))
         else:
             reason = (f"killed by {signal.Signals(-code).name}" if code < 0 else
                       "exited without finishing its epochs" if code == 0 else f"exit status {code}")
@@ -476,7 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workers = make_workers(args.gpus.strip(), count_or_none(args.runs_per_gpu, "RUNS_PER_GPU"),
                            count_or_none(args.workers, "WORKERS"))
-    runs, errors = plan_runs(sys.stdin.read().splitlines())
+    try:
+        runs, errors = plan_runs(sys.stdin.read().splitlines())
+    except KeyboardInterrupt:
+        print(f"{args.name}: interrupted before any run started.", file=sys.stderr)
+        return 130
     if errors:
         for error in errors:
             print(f"{args.name}: error: {error}", file=sys.stderr)
