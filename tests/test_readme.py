@@ -132,7 +132,7 @@ def test_quick_start_runs_as_pasted(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DISTILLERS_OFFLINE", "1")
     write_published_teacher(tmp_path / "save", "resnet32x4")
-    data = write_stl10(write_cifar100(tmp_path / "data", n_train=64, n_test=16), n_train=20, n_test=10)
+    data = write_stl10(write_cifar100(tmp_path / "data", n_train=64, n_test=16), n_train=40, n_test=10)
     short = ["--epochs", "1", "--batch_size", "32", "--device", "cpu", "--no_progress", "--data_folder", str(data)]
     commands = entry_commands(quick_start())
     student = next(argv for line, script, argv in commands if script == "train_student.py" and "-a 1 -b 1" in line)
