@@ -15,6 +15,7 @@ import torch
 
 import train_student
 from crd.criterion import CRDLoss
+from dataset.build import build_data
 from distiller_zoo import METHODS, DistillTask
 from helper import runner
 from helper.folding import CALL_MODES, batchnorm_layers, fold_batchnorm
@@ -109,7 +110,7 @@ def build_task(key: str, teacher_path: Path, cifar_folder: Path, save: Path, sta
                                     "--batch_size", "8", "--epochs", "1", "--data_folder", str(cifar_folder),
                                     "--save_folder", str(save), "--nce_k", "64", "--device", "cpu"])
     device = runner.setup(opt)
-    data, train_loader, _ = runner.build_data(opt, device)
+    data, train_loader, _ = build_data(opt, device, views=METHODS[key].views)
     student, teacher, method = train_student.build_models(opt, data, device)
     randomise_batchnorm(teacher)
     forward_teacher = train_student.teacher_for_forward(teacher, opt, device)
