@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms
 
 from dataset.randaugment import StrongParams, draw_strong_params, strong_augment
 
@@ -281,6 +280,8 @@ class ClassicLoader(ShardedLoader):
         self.world_size = world_size
         self.shard = test_shard(self.num_samples, rank, world_size)
         self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).tolist()
+        from torchvision import transforms  # ~3 s to import (it loads torch._dynamo): only this loader needs it
+
         steps: list[Any] = [transforms.RandomCrop(images.shape[-1], padding=PADDING),
                             transforms.RandomHorizontalFlip()] if self.augment else []
         weak = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])

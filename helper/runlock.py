@@ -160,7 +160,7 @@ def claim_run_folder(run_dir: Path, main_process: bool = True) -> Iterator[None]
         try:
             lock = RunLock.try_acquire(run_dir, wait_seconds=2.0)
         except OSError as error:
-            raise UserError(f"Cannot create or lock the run folder '{run_dir}' ({error.strerror}). Pass a writable "
+            raise UserError(f"Cannot write to or lock the run folder '{run_dir}' ({error.strerror}). Pass a writable "
                             "--save_folder on a file system with file locks (flock: local disks and NFSv4 have them, "
                             "Lustre needs its flock mount option), or fix the folder's permissions.") from None
     if lock is None:

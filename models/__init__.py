@@ -25,7 +25,6 @@ from .resnet import resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x4
 from .resnetv2 import ResNet50
 from .shufflenetv1 import ShuffleV1
 from .shufflenetv2 import ShuffleV2
-from .torchvision_models import tv_mobilenet_v2, tv_resnet18, tv_resnet34, tv_resnet50
 from .util import ConvReg, Connector, Embed, LinearEmbed, Normalize, Paraphraser, Translator, pool_to_smaller
 from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
 from .wrn import wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
@@ -73,11 +72,23 @@ model_dict: dict[str, Callable[..., nn.Module]] = {
     "ShuffleV2": ShuffleV2,
 }
 
+
+
+def _torchvision_model(name: str) -> Callable[..., nn.Module]:
+    """``models.torchvision_models.<name>``, imported on first use: importing torchvision takes ~3 s
+    (it loads torch._dynamo), which every CIFAR run would otherwise pay at start-up."""
+
+    def build(num_classes: int = 1000) -> nn.Module:
+        from . import torchvision_models
+
+        return getattr(torchvision_models, name)(num_classes=num_classes)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
 imagenet_model_dict: dict[str, Callable[..., nn.Module]] = {
-    "tv_resnet18": tv_resnet18,
-    "tv_resnet34": tv_resnet34,
-    "tv_resnet50": tv_resnet50,
-    "tv_mobilenet_v2": tv_mobilenet_v2,
+    name: _torchvision_model(name) for name in ("tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2")
 }
 
 all_model_dict: dict[str, Callable[..., nn.Module]] = {**model_dict, **imagenet_model_dict}

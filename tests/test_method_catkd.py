@@ -153,7 +153,7 @@ def test_cross_architecture_pair_trains(cifar_folder: Path, tmp_path: Path) -> N
                         "--batch_size", "64", "--cat_normalize", "--data_folder", str(cifar_folder),
                         "--save_folder", str(tmp_path), "--device", "cpu", "--no_progress"])
     (run_dir,) = (tmp_path / "student" / "student_model").iterdir()
-    assert run_dir.name == "catkd_cifar100_S_MobileNetV2_T_wrn_16_1_r_1_a_0_b_15_trial_0"
+    assert run_dir.name == "catkd_cifar100_S_MobileNetV2_T_wrn_16_1_r_1_a_0_b_15_trial_1"
     with open(run_dir / "metrics.csv") as handle:
         row = next(csv.DictReader(handle))
     assert float(row["catkd"]) > 0 and 0 <= float(row["test_acc1"]) <= 100

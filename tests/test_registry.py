@@ -119,7 +119,7 @@ def test_a_new_method_file_is_all_it_takes(throwaway_key: str, cifar_folder: Pat
     _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 2, "--resume", "auto"))
     (run_dir,) = (straight / "student" / "student_model").iterdir()
     (resumed_dir,) = (resumed / "student" / "student_model").iterdir()
-    assert run_dir.name.startswith("zz_throwaway_cifar100_S_resnet8_T_resnet8_r_1_a_0_b_0.5_trial_0")
+    assert run_dir.name.startswith("zz_throwaway_cifar100_S_resnet8_T_resnet8_r_1_a_0_b_0.5_trial_1")
     a, b = (torch.load(d / "resnet8_last.pth", weights_only=True) for d in (run_dir, resumed_dir))
     for name, value in a["model"].items():  # the epoch-dependent weight is the same after --resume auto
         assert torch.equal(value, b["model"][name]), name

@@ -137,7 +137,7 @@ def test_methods_never_modify_teacher_outputs(key: str, teacher_path: Path, cifa
         after = [*features.teacher, features.teacher_logits]
         assert all(torch.equal(a, b) for a, b in zip(before, after)), f"{key} modified a teacher output"
         # and the folded teacher gives the training step what the strictly loaded teacher gives
-        mode = {"is_feat": True, "preact": task.method.uses_preact} if features.teacher else {}
+        mode = {"is_feat": True, "preact": task.method.teacher_uses_preact()} if features.teacher else {}
         for got, expected in zip(after, outputs(teacher, images, mode)):
             assert float((got - expected).abs().max() / expected.abs().max()) <= TOLERANCE
 

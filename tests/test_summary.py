@@ -182,8 +182,8 @@ def test_cli_formats_and_errors(save: Path, tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in " ".join(capsys.readouterr().err.split())  # wrapped at 100 columns
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
-    assert "No runs found" in capsys.readouterr().err
+    assert "No runs found" in " ".join(capsys.readouterr().err.split())
