@@ -33,7 +33,7 @@ def panel_grid(count: int, width: float = 3.4, height: float = 3.2) -> tuple[Fig
 
 def save(figure: Figure, path: Path, title: str) -> Path:
     """Give ``figure`` a title and write it as PNG to ``path``."""
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize=10, wrap=True)
     figure.savefig(path, format="png", dpi=DPI)
     return path
 
