@@ -60,8 +60,13 @@ def run_label(path: Path, arch: str) -> str:
     match = STUDENT_RUN.match(folder)
     if match is None:
         return folder or arch
-    label = f"{match['distill']} r={match['r']} a={match['a']} b={match['b']}"
-    return label if match["trial"] == "0" else f"{label} trial {match['trial']}"
+    return f"{match['distill']} r={match['r']} a={match['a']} b={match['b']}"
+
+
+def run_trial(path: Path) -> str | None:
+    """The --trial of a train_student run folder, else None."""
+    match = STUDENT_RUN.match(path.parent.name)
+    return None if match is None else match["trial"]
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from analysis import metrics, plots
-from analysis.extract import LoadedModel, Outputs, extract
+from analysis.extract import LoadedModel, Outputs, extract, run_trial
 from dataset.base import ImageData
 
 
@@ -83,12 +83,17 @@ def run_models(models: Sequence[LoadedModel], data: ImageData, subset: torch.Ten
 
 
 def make_labels_unique(models: Sequence[LoadedModel]) -> None:
-    """Append ' #2', ' #3' ... to repeated labels (the same run passed twice, or equal run names)."""
-    seen: dict[str, int] = {}
+    """Tell apart models with the same label: by their --trial when those differ, else by ' #2', ' #3' ..."""
+    by_label: dict[str, list[LoadedModel]] = {}
     for model in models:
-        seen[model.label] = seen.get(model.label, 0) + 1
-        if seen[model.label] > 1:
-            model.label = f"{model.label} #{seen[model.label]}"
+        by_label.setdefault(model.label, []).append(model)
+    for label, group in by_label.items():
+        trials = [run_trial(model.path) for model in group]
+        for number, (model, trial) in enumerate(zip(group, trials), start=1):
+            if len(group) > 1 and None not in trials and len(set(trials)) == len(trials):
+                model.label = f"{label} trial {trial}"
+            elif number > 1:
+                model.label = f"{label} #{number}"
 
 
 def summary_row(model: LoadedModel, role: str, outputs: Outputs, teacher: Outputs,
