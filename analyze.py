@@ -21,15 +21,19 @@ from analysis.extract import build_model, open_checkpoint
 from analysis.report import Settings, analyze
 from dataset import DATASETS, load_dataset
 from helper.errors import UserError, report_user_errors
+from helper.options import HelpFormatter
 from helper.util import configure_threads, resolve_device
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Figures and numbers comparing a teacher with its students.")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: checkpoints, dataset, device, output folder and how much of the test split to use."""
+    parser = argparse.ArgumentParser(description="Figures and numbers comparing a teacher with its students.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--path_t", type=str, default=None, help="teacher checkpoint (.pth) or run folder")
     parser.add_argument("--path_s", type=str, nargs="+", default=None,
                         help="student checkpoints or run folders (a folder: <model>_best.pth, else <model>_last.pth)")
-    parser.add_argument("--dataset", type=str, default="cifar100", choices=list(DATASETS))
+    parser.add_argument("--dataset", type=str, default="cifar100", choices=list(DATASETS),
+                        help="the dataset the models were trained on (its test split is analysed)")
     parser.add_argument("--data_folder", type=str, default="./data", help="datasets live here in official layouts")
     parser.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--out", type=str, default=None,
@@ -39,7 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10, help="classes shown in the t-SNE (the first N)")
     parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample subsets and of t-SNE")
-    opt = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags; fill the default output folder."""
+    opt = build_parser().parse_args(argv)
     if opt.path_t is None or not opt.path_s:
         raise UserError("--path_t and --path_s are required: the teacher checkpoint and one or more student "
                         "checkpoints or run folders, e.g. --path_t save/models/resnet32x4_vanilla/ckpt_epoch_240.pth "

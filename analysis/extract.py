@@ -60,8 +60,13 @@ def run_label(path: Path, arch: str) -> str:
     match = STUDENT_RUN.match(folder)
     if match is None:
         return folder or arch
-    label = f"{match['distill']} r={match['r']} a={match['a']} b={match['b']}"
-    return label if match["trial"] == "0" else f"{label} trial {match['trial']}"
+    return f"{match['distill']} r={match['r']} a={match['a']} b={match['b']}"
+
+
+def run_trial(path: Path) -> str | None:
+    """The --trial of a train_student run folder, else None."""
+    match = STUDENT_RUN.match(path.parent.name)
+    return None if match is None else match["trial"]
 
 
 @dataclass
@@ -93,9 +98,10 @@ def build_model(checkpoint: Checkpoint, num_classes: int, device: torch.device) 
 
 
 def extract(model: nn.Module, images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-            device: torch.device, batch_size: int = 256, keep_feature_maps: bool = False) -> Outputs:
+            device: torch.device, batch_size: int = 256, feature_map_indices: torch.Tensor | None = None) -> Outputs:
     """Run ``model(x, is_feat=True)`` over uint8 (n, 3, H, W) ``images`` in batches under inference_mode,
-    normalised as in validation; outputs are gathered on the CPU in float32."""
+    normalised as in validation. Logits and embeddings of every image, and every feature map of the images
+    at the sorted ``feature_map_indices`` (none when None), come back on the CPU in float32."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     logits, embeddings, maps = [], [], []
@@ -106,7 +112,9 @@ def extract(model: nn.Module, images: torch.Tensor, mean: tuple[float, ...], std
             feats, batch_logits = model(batch, is_feat=True)
             logits.append(batch_logits.float().cpu())
             embeddings.append(feats[-1].flatten(1).float().cpu())
-            if keep_feature_maps:
-                maps.append([feat.float().cpu() for feat in feats])
-    feature_maps = [torch.cat(layer) for layer in zip(*maps)] if keep_feature_maps else None
+            if feature_map_indices is not None:
+                offsets = feature_map_indices - start
+                rows = offsets[(offsets >= 0) & (offsets < len(batch))].to(device)
+                maps.append([feat.index_select(0, rows).float().cpu() for feat in feats])
+    feature_maps = [torch.cat(layer) for layer in zip(*maps)] if feature_map_indices is not None else None
     return Outputs(torch.cat(logits), torch.cat(embeddings), feature_maps)

@@ -33,7 +33,7 @@ def panel_grid(count: int, width: float = 3.4, height: float = 3.2) -> tuple[Fig
 
 def save(figure: Figure, path: Path, title: str) -> Path:
     """Give ``figure`` a title and write it as PNG to ``path``."""
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize=10, wrap=True)
     figure.savefig(path, format="png", dpi=DPI)
     return path
 
@@ -105,7 +105,7 @@ def plot_reliability(panels: Sequence[tuple[str, Calibration]], path: Path) -> P
         axis.bar(centres, accuracy, width=width, edgecolor="black", linewidth=0.5, color="#4c72b0",
                  label="accuracy")
         axis.bar(centres[filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
-                 color="#dd8452", alpha=0.5, edgecolor="#c44e52", hatch="//", linewidth=0.5, label="gap")
+                 facecolor="none", edgecolor="#c44e52", hatch="///", linewidth=0.8, label="gap to mean confidence")
         axis.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from analysis import metrics, plots
-from analysis.extract import LoadedModel, Outputs, extract
+from analysis.extract import LoadedModel, Outputs, extract, run_trial
 from dataset.base import ImageData
 
 
@@ -26,6 +26,15 @@ class Settings:
     seed: int = 0
 
 
+@dataclass
+class LayerSimilarity:
+    """Linear CKA between every student feature map (rows) and every teacher feature map (columns)."""
+
+    matrix: np.ndarray
+    student_layers: list[str]
+    teacher_layers: list[str]
+
+
 def analyze(teacher: LoadedModel, students: Sequence[LoadedModel], data: ImageData, out: Path,
             device: torch.device, settings: Settings) -> list[dict[str, Any]]:
     """Write tsne.png, logit_correlation.png, cka.png, reliability.png, class_accuracy.png and their numbers
@@ -33,7 +42,8 @@ def analyze(teacher: LoadedModel, students: Sequence[LoadedModel], data: ImageDa
     out.mkdir(parents=True, exist_ok=True)
     models = [teacher, *students]
     make_labels_unique(models)
-    outputs = [extract(m.model, data.test_images, data.mean, data.std, device, settings.batch_size) for m in models]
+    subset = sample_subset(data.num_test, settings.num_samples, settings.seed)
+    outputs, similarities = run_models(models, data, subset, device, settings)
     labels = data.test_labels
     rows = [summary_row(m, "teacher" if i == 0 else "student", o, outputs[0], labels)
             for i, (m, o) in enumerate(zip(models, outputs))]
@@ -42,7 +52,7 @@ def analyze(teacher: LoadedModel, students: Sequence[LoadedModel], data: ImageDa
         row["ece_percent"] = 100 * calibration_error
     if students:
         correlation = write_logit_correlation(models, outputs, labels, data.num_classes, out)
-        penultimate = write_cka(models, data, out, device, settings)
+        penultimate = write_cka(models, similarities, len(subset), out)
         write_class_accuracy(models, outputs, labels, data.num_classes, out)
         for row, mean_difference, cka_last in zip(rows[1:], correlation, penultimate):
             row["logit_corr_mean_abs_diff"] = mean_difference
@@ -51,13 +61,39 @@ def analyze(teacher: LoadedModel, students: Sequence[LoadedModel], data: ImageDa
     return rows
 
 
-def make_labels_unique(models: Sequence[LoadedModel]) -> None:
-    """Append ' #2', ' #3' ... to repeated labels (the same run passed twice, or equal run names)."""
-    seen: dict[str, int] = {}
+def run_models(models: Sequence[LoadedModel], data: ImageData, subset: torch.Tensor, device: torch.device,
+               settings: Settings) -> tuple[list[Outputs], list[LayerSimilarity]]:
+    """One batched pass per model over the test split: logits and embeddings of every image, and linear CKA
+    (Kornblith et al., ICML 2019; float64) of the feature maps of the ``subset`` images against the teacher's
+    (first model), computed right away so that no student's maps or Gram matrices outlive its pass."""
+    gram_device = device if device.type == "cuda" else torch.device("cpu")
+    outputs, similarities, teacher_grams, teacher_layers = [], [], [], []
     for model in models:
-        seen[model.label] = seen.get(model.label, 0) + 1
-        if seen[model.label] > 1:
-            model.label = f"{model.label} #{seen[model.label]}"
+        output = extract(model.model, data.test_images, data.mean, data.std, device, settings.batch_size, subset)
+        grams = [metrics.centered_gram(layer, gram_device) for layer in output.feature_maps]
+        layers = [f"{i}: {'x'.join(str(size) for size in layer.shape[1:])}"
+                  for i, layer in enumerate(output.feature_maps)]
+        output.feature_maps = None
+        outputs.append(output)
+        if not teacher_grams:
+            teacher_grams, teacher_layers = grams, layers
+        else:
+            similarities.append(LayerSimilarity(metrics.cka_matrix(grams, teacher_grams), layers, teacher_layers))
+    return outputs, similarities
+
+
+def make_labels_unique(models: Sequence[LoadedModel]) -> None:
+    """Tell apart models with the same label: by their --trial when those differ, else by ' #2', ' #3' ..."""
+    by_label: dict[str, list[LoadedModel]] = {}
+    for model in models:
+        by_label.setdefault(model.label, []).append(model)
+    for label, group in by_label.items():
+        trials = [run_trial(model.path) for model in group]
+        for number, (model, trial) in enumerate(zip(group, trials), start=1):
+            if len(group) > 1 and None not in trials and len(set(trials)) == len(trials):
+                model.label = f"{label} trial {trial}"
+            elif number > 1:
+                model.label = f"{label} #{number}"
 
 
 def summary_row(model: LoadedModel, role: str, outputs: Outputs, teacher: Outputs,
@@ -120,36 +156,21 @@ def write_logit_correlation(models: Sequence[LoadedModel], outputs: Sequence[Out
     return means
 
 
-def write_cka(models: Sequence[LoadedModel], data: ImageData, out: Path, device: torch.device,
-              settings: Settings) -> list[float]:
-    """Linear CKA (Kornblith et al., ICML 2019) between every student and teacher feature map on a fixed
-    subset of the test split, float64; one heatmap per student. Returns each CKA of the last features."""
-    subset = sample_subset(data.num_test, settings.num_samples, settings.seed)
-    gram_device = device if device.type == "cuda" else torch.device("cpu")
-    teacher_grams, teacher_layers = layer_grams(models[0], data, subset, device, gram_device, settings)
-    panels, records, penultimate = [], [], []
-    for model in models[1:]:
-        grams, layers = layer_grams(model, data, subset, device, gram_device, settings)
-        matrix = metrics.cka_matrix(grams, teacher_grams)
-        penultimate.append(float(matrix[-1, -1]))
-        panels.append((f"{model.label} ({model.arch})", matrix, layers, teacher_layers))
-        records += [(model.label, i, layers[i], j, teacher_layers[j], float(matrix[i, j]))
-                    for i in range(len(layers)) for j in range(len(teacher_layers))]
-    plots.plot_heatmaps(panels, out / "cka.png", f"Linear CKA, student vs teacher features ({len(subset)} test "
+def write_cka(models: Sequence[LoadedModel], similarities: Sequence[LayerSimilarity], num_samples: int,
+              out: Path) -> list[float]:
+    """One linear-CKA heatmap per student and the long-form CSV; returns each CKA of the last features."""
+    panels, records = [], []
+    for model, similarity in zip(models[1:], similarities):
+        rows, columns = similarity.student_layers, similarity.teacher_layers
+        panels.append((f"{model.label} ({model.arch})", similarity.matrix, rows, columns))
+        records += [(model.label, i, rows[i], j, columns[j], float(similarity.matrix[i, j]))
+                    for i in range(len(rows)) for j in range(len(columns))]
+    plots.plot_heatmaps(panels, out / "cka.png", f"Linear CKA, student vs teacher features ({num_samples} test "
                         "samples)", f"teacher ({models[0].arch}) feature", "student feature", 0.0, 1.0, "magma",
                         "linear CKA")
     write_csv(out / "cka.csv", ("student", "student_layer", "student_shape", "teacher_layer", "teacher_shape",
                                 "cka"), records)
-    return penultimate
-
-
-def layer_grams(model: LoadedModel, data: ImageData, subset: torch.Tensor, device: torch.device,
-                gram_device: torch.device, settings: Settings) -> tuple[list[torch.Tensor], list[str]]:
-    """Centred Gram matrix of every feature map of ``model`` on the ``subset`` test images, and layer names."""
-    maps = extract(model.model, data.test_images[subset], data.mean, data.std, device, settings.batch_size,
-                   keep_feature_maps=True).feature_maps
-    names = [f"{i}: {'x'.join(str(size) for size in layer.shape[1:])}" for i, layer in enumerate(maps)]
-    return [metrics.centered_gram(layer, gram_device).cpu() for layer in maps], names
+    return [float(similarity.matrix[-1, -1]) for similarity in similarities]
 
 
 def write_calibration(models: Sequence[LoadedModel], outputs: Sequence[Outputs], labels: torch.Tensor,

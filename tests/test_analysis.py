@@ -12,7 +12,8 @@ import torch
 
 import analyze
 from analysis import metrics
-from analysis.extract import resolve_checkpoint, run_label
+from analysis.extract import LoadedModel, resolve_checkpoint, run_label
+from analysis.report import make_labels_unique
 from helper.checkpoint import save_checkpoint
 from models import model_dict
 
@@ -172,8 +173,20 @@ def test_run_folder_takes_best_then_last(tmp_path: Path) -> None:
     assert resolve_checkpoint(run, "--path_s") == run / "resnet8_last.pth"
     save_model(run / "resnet8_best.pth", "resnet8")
     assert resolve_checkpoint(run, "--path_s") == run / "resnet8_best.pth"
-    assert run_label(run / "resnet8_best.pth", "resnet8") == "kd r=0.1 a=0.9 b=0 trial 2"
+    assert run_label(run / "resnet8_best.pth", "resnet8") == "kd r=0.1 a=0.9 b=0"
     assert run_label(tmp_path / "resnet8_digits_vanilla" / "resnet8_last.pth", "resnet8") == "resnet8_digits_vanilla"
+
+
+def test_equal_labels_are_told_apart_by_trial_else_by_number(tmp_path: Path) -> None:
+    def loaded(folder: str) -> LoadedModel:
+        path = tmp_path / folder / "resnet8_best.pth"
+        return LoadedModel(run_label(path, "resnet8"), "resnet8", path, torch.nn.Identity())
+
+    runs = [loaded(f"dcd_cifar100_S_resnet8_T_resnet20_r_1_a_0_b_1_trial_{t}") for t in (1, 2)]
+    same = [loaded("resnet8_vanilla"), loaded("resnet8_vanilla"), loaded("kd_cifar100_S_a_T_b_r_1_a_0_b_1_trial_1")]
+    make_labels_unique([*runs, *same])
+    assert [m.label for m in runs] == ["dcd r=1 a=0 b=1 trial 1", "dcd r=1 a=0 b=1 trial 2"]
+    assert [m.label for m in same] == ["resnet8_vanilla", "resnet8_vanilla #2", "kd r=1 a=0 b=1"]
 
 
 def test_helper_does_not_import_analysis() -> None:

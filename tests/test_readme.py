@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import analyze
 import train_student
 import train_teacher
 import transfer_student
@@ -26,8 +27,9 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "train_teacher.py": train_teacher.build_parser,
     "train_student.py": train_student.build_parser,
     "transfer_student.py": transfer_student.build_parser,
+    "analyze.py": analyze.build_parser,
 }
-# --flags the README mentions that belong to other programs than the three entry scripts: the
+# --flags the README mentions that belong to other programs than the entry scripts: the
 # repository's own modules (checked below) or outside tools
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
                   "--write": "reporting/method_table.py"}
@@ -45,7 +47,7 @@ def shell_lines(text: str = README) -> list[str]:
 
 
 def entry_commands(text: str = README) -> list[tuple[str, str, list[str]]]:
-    """(line, script, argv) for every line running one of the three entry scripts."""
+    """(line, script, argv) for every line running one of the entry scripts."""
     found = []
     for line in shell_lines(text):
         words = shlex.split(re.sub(r"<[^>]*>", "PLACEHOLDER", line.replace("<same flags>", "")))
