@@ -77,6 +77,8 @@ def compile_with_fallback(model: torch.nn.Module) -> torch.nn.Module:
     eager model, with one warning per process, when compiling fails (no C++ compiler, an unsupported
     GPU or Python version, a graph break the backend cannot handle, ...). An error the eager model
     raises too is re-raised as it is."""
+    # inductor's C++ build for CPU warns that no CUDA runtime exists, which is expected without a GPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         compiled = torch.compile(model._call_impl)
     except Exception as error:  # e.g. torch.compile unsupported on this Python
