@@ -86,3 +86,15 @@ def torch_value_and_grad(loss_fn, student: np.ndarray, *others: torch.Tensor) ->
     value = loss_fn(student_tensor, *others)
     value.backward()
     return value.item(), student_tensor.grad.numpy()
+
+
+def adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Adaptive average pooling of (B, C, H, W): cell i spans [floor(i*H/o), ceil((i+1)*H/o))."""
+    batch, channels, height, width = x.shape
+    out = np.zeros((batch, channels, out_h, out_w))
+    for i in range(out_h):
+        h0, h1 = (i * height) // out_h, -((-(i + 1) * height) // out_h)
+        for j in range(out_w):
+            w0, w1 = (j * width) // out_w, -((-(j + 1) * width) // out_w)
+            out[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    return out

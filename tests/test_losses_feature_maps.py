@@ -12,23 +12,9 @@ import pytest
 import torch
 
 from distiller_zoo import ABLoss, Attention, FactorTransfer, FSP, HintLoss, NSTLoss, VIDLoss
-from helpers import numeric_gradient, torch_value_and_grad
+from helpers import adaptive_pool, numeric_gradient, torch_value_and_grad
 
 TOL = 1e-5
-
-
-
-
-def adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Adaptive average pooling of (B, C, H, W): cell i spans [floor(i*H/o), ceil((i+1)*H/o))."""
-    batch, channels, height, width = x.shape
-    out = np.zeros((batch, channels, out_h, out_w))
-    for i in range(out_h):
-        h0, h1 = (i * height) // out_h, -((-(i + 1) * height) // out_h)
-        for j in range(out_w):
-            w0, w1 = (j * width) // out_w, -((-(j + 1) * width) // out_w)
-            out[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-    return out
 
 
 def pool_larger(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

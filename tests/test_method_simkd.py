@@ -17,7 +17,7 @@ from dataset.build import build_data
 from distiller_zoo import METHODS, DistillContext, DistillTask, Features, SimKD, deployed_from_checkpoint
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.loop import train_step, validate
-from helpers import run_script, write_published_teacher
+from helpers import adaptive_pool, run_script, write_published_teacher
 from models import get_classifier, model_dict
 
 TOL = 1e-5
@@ -80,18 +80,6 @@ def test_deployed_network_predicts_as_in_training(teacher_arch: str, student_arc
 
 
 # ---------------------------------------------------------------- loss against float64 NumPy
-def adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Adaptive average pooling of (B, C, H, W): cell i spans [floor(i*H/o), ceil((i+1)*H/o))."""
-    batch, channels, height, width = x.shape
-    out = np.zeros((batch, channels, out_h, out_w))
-    for i in range(out_h):
-        h0, h1 = (i * height) // out_h, -((-(i + 1) * height) // out_h)
-        for j in range(out_w):
-            w0, w1 = (j * width) // out_w, -((-(j + 1) * width) // out_w)
-            out[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-    return out
-
-
 def batch_norm_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     """Training-mode BatchNorm (batch mean, biased variance over B, H, W) followed by ReLU."""
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
