@@ -15,8 +15,7 @@ from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset,
                             finalize_training_args, resolve_resume)
-from helper.runlock import claim_run_folder
-from helper.runner import make_optimizer, prepare_model, run_stage, setup
+from helper.runner import make_optimizer, prepare_model, run_stage, setup, train_or_describe
 from helper.util import plural
 from models import all_model_dict
 
@@ -53,12 +52,7 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
 @report_user_errors
 def main(argv: list[str] | None = None) -> float | None:
     opt = parse_args(argv)
-    plan = run_plan(opt)
-    if opt.print_run_dir:
-        print(plan.describe())
-        return None
-    with claim_run_folder(plan.run_dir, distributed.is_main()):
-        return train(opt, plan.run_dir)
+    return train_or_describe(opt, run_plan(opt), train)
 
 
 def train(opt: argparse.Namespace, run_dir: Path) -> float:

@@ -17,8 +17,7 @@ from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import HelpFormatter, RunPlan, add_training_args, finalize_training_args, resolve_resume
-from helper.runlock import claim_run_folder
-from helper.runner import make_optimizer, prepare_model, run_stage, setup
+from helper.runner import make_optimizer, prepare_model, run_stage, setup, train_or_describe
 from helper.util import plural
 from models import classifier_key, get_classifier, model_dict, set_classifier
 
@@ -94,10 +93,7 @@ def main(argv: list[str] | None = None) -> float | None:
     plan = run_plan(opt)
     if opt.print_run_dir:
         load_checkpoint(Path(opt.path_s), "student checkpoint (--path_s)", mmap=True)  # exists and loads
-        print(plan.describe())
-        return None
-    with claim_run_folder(plan.run_dir, distributed.is_main()):
-        return train(opt, plan.run_dir)
+    return train_or_describe(opt, plan, train)
 
 
 def train(opt: argparse.Namespace, run_dir: Path) -> float:

@@ -5,14 +5,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
-from helper.options import COMPILE_MIN_STEPS
+from helper.options import COMPILE_MIN_STEPS, RunPlan
+from helper.runlock import claim_run_folder
 from helper.util import configure_threads, resolve_device, set_seed
 
 
@@ -127,6 +128,17 @@ def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], 
     kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.SGD(params, lr=learning_rate or opt.learning_rate, momentum=opt.momentum,
                            weight_decay=opt.weight_decay, **kwargs)
+
+
+def train_or_describe(opt: argparse.Namespace, plan: RunPlan,
+                      train: Callable[[argparse.Namespace, Path], float]) -> float | None:
+    """The entry scripts' main: with --print_run_dir print the run folder and its status; otherwise
+    claim the folder (one process per run) and ``train(opt, run_dir)`` into it."""
+    if opt.print_run_dir:
+        print(plan.describe())
+        return None
+    with claim_run_folder(plan.run_dir, distributed.is_main()):
+        return train(opt, plan.run_dir)
 
 
 def run_stage(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_loader: Any,
