@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,38 @@ def adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
             w0, w1 = (j * width) // out_w, -((-(j + 1) * width) // out_w)
             out[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
     return out
+
+
+def run_folder(save: Path) -> Path:
+    """The one run folder train_student.py wrote under ``save``."""
+    (run_dir,) = (save / "student" / "student_model").iterdir()
+    return run_dir
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The run's metrics.csv rows without the wall-clock column."""
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
+
+
+def train_straight_and_resumed(argv: Callable[..., list[str]], tmp_path: Path) -> tuple[Path, Path]:
+    """train_student.main for 2 epochs, and for 1 epoch ("killed") then ``--resume auto`` to 2;
+    ``argv(save, epochs, *extra)`` builds the command line. Returns both run folders."""
+    import train_student
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_student.main(argv(straight, 2))
+    train_student.main(argv(resumed, 1))
+    train_student.main(argv(resumed, 2, "--resume", "auto"))
+    return run_folder(straight), run_folder(resumed)
+
+
+def assert_same_run(a: Path, b: Path, model: str = "resnet8") -> None:
+    """Both runs' last checkpoints hold equal weights and method state, and their metrics are equal."""
+    state_a = torch.load(a / f"{model}_last.pth", weights_only=True)
+    state_b = torch.load(b / f"{model}_last.pth", weights_only=True)
+    for key, value in state_a["model"].items():
+        assert torch.equal(value, state_b["model"][key]), key
+    for key, value in state_a["task"]["method"].items():
+        assert torch.equal(value, state_b["task"]["method"][key]), key
+    assert metrics_rows(a) == metrics_rows(b)

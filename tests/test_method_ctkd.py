@@ -3,7 +3,6 @@ re-derivation, and exact resume of the learned temperature."""
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 import train_student
 from distiller_zoo import METHODS, DistillContext, Features, GradientReversal, Progress, curriculum_lambda
 from distiller_zoo.kd import normalize
-from helpers import write_published_teacher
+from helpers import assert_same_run, metrics_rows, train_straight_and_resumed, write_published_teacher
 from models import model_dict
 
 TOL = 1e-5
@@ -163,32 +162,16 @@ def student_argv(teacher: Path, data: Path, save: Path, epochs: int, *extra: str
             "--device", "cpu", "--no_progress", "--print_freq", "5", "--seed", "3", "--lambda_epochs", "2", *extra]
 
 
-def run_folder(save: Path) -> Path:
-    (run_dir,) = (save / "student" / "student_model").iterdir()
-    return run_dir
-
-
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
-
-
 @pytest.mark.slow
 def test_resume_restores_the_learned_temperature_exactly(teacher: Path, cifar_folder: Path, tmp_path: Path) -> None:
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_student.main(student_argv(teacher, cifar_folder, straight, 2))
-    train_student.main(student_argv(teacher, cifar_folder, resumed, 1))  # "killed" after epoch 1
-    train_student.main(student_argv(teacher, cifar_folder, resumed, 2, "--resume", "auto"))
-    state_a = torch.load(run_folder(straight) / "resnet8_last.pth", weights_only=True)
-    state_b = torch.load(run_folder(resumed) / "resnet8_last.pth", weights_only=True)
-    for key, value in state_a["model"].items():
-        assert torch.equal(value, state_b["model"][key]), key
-    assert list(state_a["task"]["method"]) == ["temperature_module.global_T"]
-    theta = state_a["task"]["method"]["temperature_module.global_T"]
-    assert torch.equal(theta, state_b["task"]["method"]["temperature_module.global_T"])
+    straight, resumed = train_straight_and_resumed(
+        lambda save, *rest: student_argv(teacher, cifar_folder, save, *rest), tmp_path)
+    assert_same_run(straight, resumed)  # weights, the learned temperature, metrics
+    state = torch.load(straight / "resnet8_last.pth", weights_only=True)
+    assert list(state["task"]["method"]) == ["temperature_module.global_T"]
+    theta = state["task"]["method"]["temperature_module.global_T"]
     assert not torch.equal(theta, torch.ones(1))  # the temperature did move
-    rows = metrics_rows(run_folder(straight))
-    assert rows == metrics_rows(run_folder(resumed))
+    rows = metrics_rows(straight)
     assert [row["epoch"] for row in rows] == ["1", "2"] and "ctkd" in rows[0]
     assert float(rows[-1]["temperature"]) == pytest.approx(1.0 + 20.0 * torch.sigmoid(theta).item(), rel=1e-5)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import train_student
 from distiller_zoo import METHODS, DistillContext, DistillKL, Features, dkd_loss, normalize
 from distiller_zoo.dkd import warmup_factor
 from helper.loop import Progress
-from helpers import write_published_teacher
+from helpers import assert_same_run, metrics_rows, train_straight_and_resumed, write_published_teacher
 
 TOL = 1e-5
 
@@ -127,29 +126,18 @@ def test_command_line_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 # ---------------------------------------------------------------- exact resume through the warm-up
-def run_dkd(teacher: Path, data: Path, save: Path, epochs: int, *extra: str) -> Path:
-    train_student.main(["--path_t", str(teacher), "--distill", "dkd", "--model_s", "resnet8", "--epochs",
-                        str(epochs), "--dkd_warmup", "2", "--batch_size", "64", "--data_folder", str(data),
-                        "--save_folder", str(save), "--device", "cpu", "--no_progress", "--seed", "5", *extra])
-    (run_dir,) = (save / "student" / "student_model").iterdir()
-    return run_dir
+def dkd_argv(teacher: Path, data: Path, save: Path, epochs: int, *extra: str) -> list[str]:
+    return ["--path_t", str(teacher), "--distill", "dkd", "--model_s", "resnet8", "--epochs", str(epochs),
+            "--dkd_warmup", "2", "--batch_size", "64", "--data_folder", str(data), "--save_folder", str(save),
+            "--device", "cpu", "--no_progress", "--seed", "5", *extra]
 
 
 @pytest.mark.slow
 def test_resume_through_warmup_is_bit_identical(cifar_folder: Path, tmp_path: Path) -> None:
     teacher = write_published_teacher(tmp_path / "teacher", "resnet8")
-    straight = run_dkd(teacher, cifar_folder, tmp_path / "straight", 2)
-    run_dkd(teacher, cifar_folder, tmp_path / "resumed", 1)  # "killed" after epoch 1
-    resumed = run_dkd(teacher, cifar_folder, tmp_path / "resumed", 2, "--resume", "auto")
-    state_a = torch.load(straight / "resnet8_last.pth", weights_only=True)
-    state_b = torch.load(resumed / "resnet8_last.pth", weights_only=True)
-    assert state_a["epoch"] == state_b["epoch"] == 2
-    for key, value in state_a["model"].items():
-        assert torch.equal(value, state_b["model"][key]), key
-
-    def rows(run_dir: Path) -> list[dict[str, str]]:
-        with open(run_dir / "metrics.csv") as handle:
-            return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
-
-    assert rows(straight) == rows(resumed)
-    assert float(rows(straight)[1]["dkd"]) > 0
+    straight, resumed = train_straight_and_resumed(
+        lambda save, *rest: dkd_argv(teacher, cifar_folder, save, *rest), tmp_path)
+    assert_same_run(straight, resumed)
+    states = [torch.load(run / "resnet8_last.pth", weights_only=True) for run in (straight, resumed)]
+    assert states[0]["epoch"] == states[1]["epoch"] == 2
+    assert float(metrics_rows(straight)[1]["dkd"]) > 0

@@ -4,7 +4,6 @@ loss-weight warm-up, pair refusal, and short end-to-end runs (two pairs, exact r
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from datagen import write_cifar100
 from distiller_zoo import METHODS, DistillContext, Features, hcl_loss
 from helper.errors import UserError
 from helper.loop import Progress
-from helpers import numeric_gradient, torch_value_and_grad, write_published_teacher
+from helpers import (assert_same_run, metrics_rows, numeric_gradient, torch_value_and_grad, train_straight_and_resumed,
+                     write_published_teacher)
 from models import model_dict
 
 
@@ -141,11 +141,6 @@ def resnet32x4_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_published_teacher(tmp_path_factory.mktemp("teacher_save"), "resnet32x4")
 
 
-def first_metrics(run: Path) -> list[dict[str, str]]:
-    with open(run / "metrics.csv") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("student", ["resnet8x4", "ShuffleV2"])
 def test_trains_one_epoch(student: str, resnet32x4_teacher: Path, small_cifar: Path, tmp_path: Path) -> None:
@@ -153,7 +148,7 @@ def test_trains_one_epoch(student: str, resnet32x4_teacher: Path, small_cifar: P
                         "--trial", "1", "--epochs", "1", "--batch_size", "8", "--data_folder", str(small_cifar),
                         "--save_folder", str(tmp_path), "--device", "cpu", "--no_progress"])
     run = tmp_path / "student" / "student_model" / f"reviewkd_cifar100_S_{student}_T_resnet32x4_r_1_a_0_b_5_trial_1"
-    (row,) = first_metrics(run)
+    (row,) = metrics_rows(run)
     assert float(row["reviewkd"]) > 0 and np.isfinite(float(row["train_loss"]))
     state = torch.load(run / f"{student}_last.pth", weights_only=True)
     assert any(key.startswith("abfs.0.conv1") for key in state["task"]["method"])
@@ -163,20 +158,11 @@ def test_trains_one_epoch(student: str, resnet32x4_teacher: Path, small_cifar: P
 def test_resume_reproduces_the_warmup(small_cifar: Path, tmp_path: Path) -> None:
     teacher = write_published_teacher(tmp_path / "teacher", "resnet8")
 
-    def run(save: Path, epochs: int, *extra: str) -> None:
-        train_student.main(["--path_t", str(teacher), "--distill", "reviewkd", "--model_s", "resnet8",
-                            "--reviewkd_warmup", "4", "--epochs", str(epochs), "--lr_decay_epochs", "1",
-                            "--batch_size", "8", "--data_folder", str(small_cifar), "--save_folder", str(save),
-                            "--device", "cpu", "--no_progress", "--seed", "5", *extra])
+    def argv(save: Path, epochs: int, *extra: str) -> list[str]:
+        return ["--path_t", str(teacher), "--distill", "reviewkd", "--model_s", "resnet8", "--reviewkd_warmup", "4",
+                "--epochs", str(epochs), "--lr_decay_epochs", "1", "--batch_size", "8", "--data_folder",
+                str(small_cifar), "--save_folder", str(save), "--device", "cpu", "--no_progress", "--seed", "5", *extra]
 
-    run(tmp_path / "straight", 2)
-    run(tmp_path / "resumed", 1)
-    run(tmp_path / "resumed", 2, "--resume", "auto")
-    (a,), (b,) = ((tmp_path / name / "student" / "student_model").iterdir() for name in ("straight", "resumed"))
-    state_a, state_b = (torch.load(d / "resnet8_last.pth", weights_only=True) for d in (a, b))
-    for part in ("model",):
-        for key, value in state_a[part].items():
-            assert torch.equal(value, state_b[part][key]), key
-    for key, value in state_a["task"]["method"].items():
-        assert torch.equal(value, state_b["task"]["method"][key]), key
-    assert first_metrics(a) == first_metrics(b) and len(first_metrics(a)) == 2
+    a, b = train_straight_and_resumed(argv, tmp_path)
+    assert_same_run(a, b)  # weights, ABF state, metrics
+    assert len(metrics_rows(a)) == 2

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import torch
 import train_student
 from helper.checkpoint import load_checkpoint, save_checkpoint
 from helper.errors import UserError
-from helpers import ROOT, write_published_teacher
+from helpers import ROOT, assert_same_run, run_folder, train_straight_and_resumed, write_published_teacher
 
 pytestmark = pytest.mark.slow
 
@@ -32,33 +31,10 @@ def student_argv(teacher: Path, data: Path, save: Path, key: str, epochs: int, *
             "--nce_k", "128", "--device", "cpu", "--no_progress", "--print_freq", "3", "--seed", "5", *extra]
 
 
-def run_folder(save: Path) -> Path:
-    (run_dir,) = (save / "student" / "student_model").iterdir()
-    return run_dir
-
-
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as handle:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(handle)]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    state_a = torch.load(a / "resnet8_last.pth", weights_only=True)
-    state_b = torch.load(b / "resnet8_last.pth", weights_only=True)
-    for key, value in state_a["model"].items():
-        assert torch.equal(value, state_b["model"][key]), key
-    for key, value in state_a["task"]["method"].items():
-        assert torch.equal(value, state_b["task"]["method"][key]), key
-    assert metrics_rows(a) == metrics_rows(b)
-
-
 @pytest.mark.parametrize("key", ["kd", "crd", "rrd", "dcd", "abound"])
 def test_resume_is_bit_identical(key: str, teacher: Path, cifar_folder: Path, tmp_path: Path) -> None:
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_student.main(student_argv(teacher, cifar_folder, straight, key, 2))
-    train_student.main(student_argv(teacher, cifar_folder, resumed, key, 1))   # "killed" after epoch 1
-    train_student.main(student_argv(teacher, cifar_folder, resumed, key, 2, "--resume", "auto"))
-    assert_same_run(run_folder(straight), run_folder(resumed))
+    assert_same_run(*train_straight_and_resumed(
+        lambda save, *rest: student_argv(teacher, cifar_folder, save, key, *rest), tmp_path))
 
 
 def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
