@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import socket
 import subprocess
@@ -134,3 +135,26 @@ def assert_same_run(a: Path, b: Path, model: str = "resnet8") -> None:
     for key, value in state_a["task"]["method"].items():
         assert torch.equal(value, state_b["task"]["method"][key]), key
     assert metrics_rows(a) == metrics_rows(b)
+
+
+def softmax(row: np.ndarray) -> np.ndarray:
+    """Softmax of one float64 row."""
+    exponentials = np.exp(row - row.max())
+    return exponentials / exponentials.sum()
+
+
+def zscore(row: np.ndarray) -> np.ndarray:
+    """Logit standardization of one row: (row - mean) / (1e-7 + std), std with Bessel's correction."""
+    return (row - row.mean()) / (1e-7 + row.std(ddof=1))
+
+
+def kd_reference(y_s: np.ndarray, y_t: np.ndarray, temperature: float, standardize: bool = False) -> float:
+    """T^2 * mean over samples of sum_c p_t log(p_t / p_s), written out sample by sample (float64);
+    ``standardize`` z-scores each row of logits first."""
+    total = 0.0
+    for logits_s, logits_t in zip(y_s, y_t):
+        if standardize:
+            logits_s, logits_t = zscore(logits_s), zscore(logits_t)
+        p_s, p_t = softmax(logits_s / temperature), softmax(logits_t / temperature)
+        total += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
+    return temperature**2 * total / len(y_s)

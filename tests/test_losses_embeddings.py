@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from distiller_zoo import PKT, Correlation, DistillKL, RKDLoss, Similarity
-from helpers import numeric_gradient, torch_value_and_grad
+from helpers import kd_reference, numeric_gradient, torch_value_and_grad
 
 TOL = 1e-5
 
@@ -23,20 +23,7 @@ def random(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-def softmax(row: np.ndarray) -> np.ndarray:
-    exponentials = np.exp(row - row.max())
-    return exponentials / exponentials.sum()
-
-
 # ---------------------------------------------------------------- KD
-def kd_reference(y_s: np.ndarray, y_t: np.ndarray, temperature: float) -> float:
-    total = 0.0
-    for logits_s, logits_t in zip(y_s, y_t):
-        p_s, p_t = softmax(logits_s / temperature), softmax(logits_t / temperature)
-        total += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
-    return temperature**2 * total / len(y_s)
-
-
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_kd_matches_reference(temperature) -> None:
     y_s, y_t = random(5, 7, seed=1), 3 * random(5, 7, seed=2)

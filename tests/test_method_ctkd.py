@@ -13,30 +13,11 @@ import torch
 import train_student
 from distiller_zoo import METHODS, DistillContext, Features, GradientReversal, Progress, curriculum_lambda
 from distiller_zoo.kd import normalize
-from helpers import assert_same_run, metrics_rows, train_straight_and_resumed, write_published_teacher
+from helpers import (assert_same_run, kd_reference, metrics_rows, train_straight_and_resumed,
+                     write_published_teacher)
 from models import model_dict
 
 TOL = 1e-5
-
-
-def softmax(row: np.ndarray) -> np.ndarray:
-    exponentials = np.exp(row - row.max())
-    return exponentials / exponentials.sum()
-
-
-def zscore(row: np.ndarray) -> np.ndarray:
-    return (row - row.mean()) / (1e-7 + row.std(ddof=1))
-
-
-def kd_reference(y_s: np.ndarray, y_t: np.ndarray, temperature: float, standardize: bool) -> float:
-    """T^2 * mean over samples of sum_c p_t log(p_t / p_s), written out sample by sample."""
-    total = 0.0
-    for logits_s, logits_t in zip(y_s, y_t):
-        if standardize:
-            logits_s, logits_t = zscore(logits_s), zscore(logits_t)
-        p_s, p_t = softmax(logits_s / temperature), softmax(logits_t / temperature)
-        total += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
-    return temperature**2 * total / len(y_s)
 
 
 def build_method(**flags: float) -> torch.nn.Module:

@@ -13,14 +13,9 @@ import train_student
 from distiller_zoo import METHODS, DistillContext, DistillKL, Features, dkd_loss, normalize
 from distiller_zoo.dkd import warmup_factor
 from helper.loop import Progress
-from helpers import assert_same_run, metrics_rows, train_straight_and_resumed, write_published_teacher
+from helpers import assert_same_run, metrics_rows, softmax, train_straight_and_resumed, write_published_teacher
 
 TOL = 1e-5
-
-
-def softmax(row: np.ndarray) -> np.ndarray:
-    shifted = np.exp(row - row.max())
-    return shifted / shifted.sum()
 
 
 def dkd_reference(student: np.ndarray, teacher: np.ndarray, target: np.ndarray, alpha: float, beta: float,

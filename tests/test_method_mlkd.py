@@ -18,34 +18,15 @@ from dataset.loaders import epoch_generator, normalize, random_crop_flip, strong
 from dataset.randaugment import draw_strong_params
 from distiller_zoo import METHODS, DistillContext, DistillTask, bc_loss, cc_loss, confidence_shares, multi_level_loss
 from helper.errors import UserError
-from helpers import write_published_teacher
+from helpers import kd_reference, softmax, write_published_teacher
 from models import model_dict
 
 TOL = 1e-5
 TEMPERATURES = (4.0, 3.0, 5.0, 2.0, 6.0)
 
 
-def softmax(row: np.ndarray) -> np.ndarray:
-    exponentials = np.exp(row - row.max())
-    return exponentials / exponentials.sum()
-
-
 def soft(logits: np.ndarray, temperature: float) -> np.ndarray:
     return np.stack([softmax(row / temperature) for row in logits])
-
-
-def zscore(row: np.ndarray) -> np.ndarray:
-    return (row - row.mean()) / (1e-7 + row.std(ddof=1))
-
-
-def kd_reference(y_s: np.ndarray, y_t: np.ndarray, temperature: float, standardize: bool = False) -> float:
-    total = 0.0
-    for logits_s, logits_t in zip(y_s, y_t):
-        if standardize:
-            logits_s, logits_t = zscore(logits_s), zscore(logits_t)
-        p_s, p_t = softmax(logits_s / temperature), softmax(logits_t / temperature)
-        total += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
-    return temperature**2 * total / len(y_s)
 
 
 def cc_reference(y_s: np.ndarray, y_t: np.ndarray, temperature: float) -> float:

@@ -10,14 +10,9 @@ import torch
 
 import train_student
 from distiller_zoo import METHODS, WTTM, DistillKL
-from helpers import write_published_teacher
+from helpers import softmax, write_published_teacher
 
 TOL = 1e-5
-
-
-def softmax(row: np.ndarray) -> np.ndarray:
-    shifted = np.exp(row - row.max())
-    return shifted / shifted.sum()
 
 
 def wttm_reference(y_s: np.ndarray, y_t: np.ndarray, exponent: float) -> float:
