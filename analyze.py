@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.perf_counter()
     device = parse_device(opt.device)
     configure_threads(device)
-    checkpoints = [open_checkpoint(opt.path_t, "--path_t", "teacher"),
-                   *(open_checkpoint(path, "--path_s", "student") for path in opt.path_s)]  # fail fast, before data
+    checkpoints = [open_checkpoint(opt.path_t, "--path_t", "teacher", opt.dataset),  # fail fast, before data
+                   *(open_checkpoint(path, "--path_s", "student", opt.dataset) for path in opt.path_s)]
     data = load_dataset(opt.dataset, opt.data_folder, download=os.environ.get("DISTILLERS_OFFLINE", "0") != "1")
     teacher, *students = [build_model(checkpoint, data.num_classes, device) for checkpoint in checkpoints]
     out = Path(opt.out)

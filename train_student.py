@@ -15,17 +15,21 @@ from typing import Any
 
 import torch
 
+from dataset import CLASS_COUNTS
 from dataset.build import build_data
+from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS, BankSpec, TeacherBank, bank_blocker, data_digest, decide, \
+    is_built, open_or_build
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
-from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method
+from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method, unused_method_flags
 from helper import distributed
-from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
+from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import validate
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
                             finalize_training_args, resolve_resume)
-from helper.runner import make_optimizer, prepare_model, run_stage, setup, train_or_describe
+from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
+from helper.runner import make_optimizer, prepare_model, record_run, run_stage, setup, train_or_describe
 from models import all_model_dict
 
 LOSS_WEIGHT_FLAGS = {"gamma": "-r", "alpha": "-a", "beta": "-b"}
@@ -50,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
     add_method_arguments(parser)
     add_training_args(parser, learning_rate=None, trial="1")
+    parser.add_argument("--teacher_bank", choices=["auto", "on", "off"], default="auto",
+                        help="look the frozen teacher's outputs up in a bank of every (training image, crop/flip view) "
+                             "instead of running it each step (same training up to float rounding; methods that read "
+                             f"only logits or the pooled embedding). auto: use an existing bank; build one for runs of "
+                             f"{AUTO_BUILD_MIN_EPOCHS}+ epochs. Banks live in <save_folder>/teacher_banks/")
+    parser.add_argument("--build_teacher_bank", action="store_true",
+                        help="build (or check) the teacher bank this run reads, then exit without training (the "
+                             "sweeps do this once per teacher before the runs that share it)")
     return parser
 
 
@@ -82,6 +94,9 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
                                         mmap=opt.print_run_dir)
     opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
+    opt.teacher_source = checkpoint_source(opt.path_t, opt.teacher_state, opt.model_t,
+                                           classifier_classes(opt.teacher_state, opt.model_t))
+    check_source_fits(opt.teacher_source, opt.dataset, CLASS_COUNTS.get(opt.dataset), "--path_t")
     return opt
 
 
@@ -98,9 +113,12 @@ def run_name(opt: argparse.Namespace) -> str:
 
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
-    """The run folder save/student/student_model/<run_name> and its checkpoint name and epochs."""
+    """The run folder save/student/student_model/<run_name>, its checkpoint name and epochs, and what
+    the run is: its settings (all but other methods' flags) and the teacher's content digest."""
+    identity = run_identity("train_student", training_settings(opt, unused_method_flags(opt.distill)),
+                            opt.teacher_source)
     return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
-                   Path(opt.save_folder))
+                   Path(opt.save_folder), identity)
 
 
 def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device, size: int = 32) -> list[torch.Size]:
@@ -134,7 +152,8 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
     """Teacher (from --path_t, frozen), a fresh student, and the --distill method's modules
     (the student's and the method's BatchNorm over all ranks with --sync_bn)."""
     teacher = load_teacher(opt, data.num_classes, device)
-    opt.__dict__.pop("teacher_state", None)  # not an option: keep it out of the saved options
+    for not_an_option in ("teacher_state", "teacher_source"):  # keep them out of the saved options
+        opt.__dict__.pop(not_an_option, None)
     student = prepare_model(all_model_dict[opt.model_s](num_classes=data.num_classes), opt, device)
     method_class = METHODS[opt.distill]
     size = opt.image_size or 32
@@ -148,32 +167,97 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
 
 
 def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Distiller, opt: argparse.Namespace,
-               device: torch.device) -> tuple[DistillTask, torch.optim.Optimizer]:
+               device: torch.device, bank: TeacherBank | None = None) -> tuple[DistillTask, torch.optim.Optimizer]:
     """The main-stage training step and its optimizer (student + the method's trainable modules)."""
     task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
-                      logit_stand=opt.logit_stand)
+                      logit_stand=opt.logit_stand, bank=bank)
     optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
     return task, optimizer
+
+
+def bank_spec(plan: RunPlan, method: Distiller, data: Any, teacher: torch.nn.Module, device: torch.device
+              ) -> BankSpec:
+    """What the run's teacher bank holds: the teacher's logits, and its pooled embedding when the
+    method reads it, for the training split as the loader normalizes it."""
+    source = plan.identity["teacher"]
+    outputs = ("logits", "embedding") if method.teacher_reads == "embedding" else ("logits",)
+    return BankSpec(source["digest"], source["arch"], plan.identity["settings"]["dataset"], data.num_train,
+                    data_digest(data.train_images), int(data.train_images.shape[-1]), tuple(data.mean),
+                    tuple(data.std), outputs, data.num_classes, int(feature_shapes(teacher, False, device)[-1][1]))
+
+
+def teacher_bank(opt: argparse.Namespace, plan: RunPlan, method: Distiller, data: Any, teacher: torch.nn.Module,
+                 device: torch.device) -> TeacherBank | None:
+    """The teacher bank this run reads (--teacher_bank; dataset/teacher_bank.py), built if needed, or None."""
+    blocker = bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
+    if opt.teacher_bank == "off" or (blocker is not None and opt.teacher_bank == "auto"):
+        return None
+    spec = bank_spec(plan, method, data, teacher, device) if blocker is None else None
+    root = Path(opt.save_folder) / "teacher_banks"
+    use, why_not = decide(opt.teacher_bank, blocker, opt.epochs, spec is not None and is_built(root, spec))
+    if not use:
+        if why_not and distributed.is_main():
+            print(why_not)
+        return None
+    folded, _ = fold_batchnorm(teacher, opt.image_size or 32)
+    bank = open_or_build(root, spec, folded, data.train_images, device, opt.channels_last,
+                         progress=not opt.no_progress and distributed.is_main())
+    if distributed.is_main():
+        print(f"teacher bank: on ({', '.join(spec.outputs)} of every training view from '{bank.folder}'; the teacher "
+              "does not run during training)")
+    return bank.to(device)
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> float | None:
     opt = parse_args(argv)
+    if opt.build_teacher_bank:
+        build_teacher_bank(opt, run_plan(opt))
+        return None
     return train_or_describe(opt, run_plan(opt), train)
 
 
-def train(opt: argparse.Namespace, run_dir: Path) -> float:
-    """Distil into ``run_dir`` (held by this process); returns the best test accuracy."""
+def teacher_bank_job(opt: argparse.Namespace) -> tuple[Any, ...] | None:
+    """What tells apart the teacher banks runs read (runs with equal keys share one), or None when
+    this run reads none (--teacher_bank off, or a method, loader or dataset a bank cannot serve)."""
+    method = METHODS[opt.distill]
+    if opt.teacher_bank == "off" or bank_blocker(method.key, method.teacher_reads, method.views, opt.loader,
+                                                 opt.dataset):
+        return None
+    return (opt.teacher_source["digest"], opt.dataset, str(Path(opt.data_folder).resolve()),
+            str(Path(opt.save_folder).resolve()), method.teacher_reads)
+
+
+def build_teacher_bank(opt: argparse.Namespace, plan: RunPlan) -> None:
+    """--build_teacher_bank: build (or open and check) the bank this run would read; train nothing."""
+    method = METHODS[opt.distill]
+    blocker = bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
+    if blocker:
+        raise UserError(f"--build_teacher_bank: this run reads no teacher bank: {blocker}.")
+    device = setup(opt)
+    data, _, _ = build_data(opt, device, views=method.views)
+    _, teacher, method_modules = build_models(opt, data, device)
+    opt.teacher_bank = "on"
+    bank = teacher_bank(opt, plan, method_modules, data, teacher, device)
+    print(f"teacher bank ready: {bank.folder}")
+
+
+def train(opt: argparse.Namespace, plan: RunPlan) -> float:
+    """Distil into the plan's run folder (held by this process); returns the best test accuracy."""
+    run_dir = plan.run_dir
     tb_dir = Path(opt.save_folder) / "student" / "student_tensorboards" / run_dir.name
-    resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
+    resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs, plan.identity)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device, views=METHODS[opt.distill].views)
+    record = record_run(plan, data, resume)
     student, teacher, method = build_models(opt, data, device)
+    bank = teacher_bank(opt, plan, method, data, teacher, device)
+    train_loader.yield_view_ids = bank is not None
     teacher_acc = validate(teacher, test_loader)["test_acc1"]
     print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
           f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {run_dir}")
-    extra = {"model_t": opt.model_t, "teacher_acc": teacher_acc}
-    forward_teacher = teacher_for_forward(teacher, opt, device)
+    extra = {"model_t": opt.model_t, "teacher_acc": teacher_acc, "run": record}
+    forward_teacher = teacher if bank is not None else teacher_for_forward(teacher, opt, device)
 
     main_resume = resume if resume is not None and resume.get("stage", "main") == "main" else None
     if method.init_stage and opt.init_epochs > 0 and main_resume is None:
@@ -185,7 +269,7 @@ def train(opt: argparse.Namespace, run_dir: Path) -> float:
                   resume, stage="init", epochs=opt.init_epochs, learning_rate=method.init_learning_rate(opt),
                   validate=False, extra=extra)
 
-    task, optimizer = main_stage(student, forward_teacher, method, opt, device)
+    task, optimizer = main_stage(student, forward_teacher, method, opt, device, bank)
     result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
                        main_resume, extra=extra)
     print(f"teacher accuracy: {teacher_acc:.2f}  student best accuracy: {result.best_acc:.2f}  "

@@ -15,7 +15,8 @@ from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset,
                             finalize_training_args, resolve_resume)
-from helper.runner import make_optimizer, prepare_model, run_stage, setup, train_or_describe
+from helper.provenance import run_identity, training_settings
+from helper.runner import make_optimizer, prepare_model, record_run, run_stage, setup, train_or_describe
 from helper.util import plural
 from models import all_model_dict
 
@@ -46,7 +47,8 @@ def teacher_folder_name(model: str, dataset: str, trial: str) -> str:
 def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/models/<teacher_folder_name> and its checkpoint name and epochs."""
     name = teacher_folder_name(opt.model, opt.dataset, opt.trial)
-    return RunPlan(Path(opt.save_folder) / "models" / name, opt.model, opt.epochs, Path(opt.save_folder))
+    return RunPlan(Path(opt.save_folder) / "models" / name, opt.model, opt.epochs, Path(opt.save_folder),
+                   run_identity("train_teacher", training_settings(opt), None))
 
 
 @report_user_errors
@@ -55,18 +57,20 @@ def main(argv: list[str] | None = None) -> float | None:
     return train_or_describe(opt, run_plan(opt), train)
 
 
-def train(opt: argparse.Namespace, run_dir: Path) -> float:
-    """Train into ``run_dir`` (held by this process); returns the best test accuracy."""
+def train(opt: argparse.Namespace, plan: RunPlan) -> float:
+    """Train into the plan's run folder (held by this process); returns the best test accuracy."""
+    run_dir = plan.run_dir
     tb_dir = Path(opt.save_folder) / "teacher_tensorboards" / run_dir.name
-    resume = resolve_resume(run_dir, opt.model, opt.resume, opt.epochs)
+    resume = resolve_resume(run_dir, opt.model, opt.resume, opt.epochs, plan.identity)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device)
+    record = record_run(plan, data, resume)
     model = prepare_model(all_model_dict[opt.model](num_classes=data.num_classes), opt, device)
     optimizer = make_optimizer(model.parameters(), opt, device)
     print(f"Training teacher {opt.model} on {opt.dataset} ({plural(len(train_loader), 'step')}/epoch, device {device}) "
           f"-> {run_dir}")
     result = run_stage(ClassifierTask(model), optimizer, train_loader, test_loader, opt, run_dir, tb_dir,
-                       opt.model, opt.model, resume)
+                       opt.model, opt.model, resume, extra={"run": record})
     print(f"best accuracy: {result.best_acc:.2f}  last accuracy: {result.last_acc:.2f}")
     distributed.finish()
     return result.best_acc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -17,7 +18,8 @@ from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import HelpFormatter, RunPlan, add_training_args, finalize_training_args, resolve_resume
-from helper.runner import make_optimizer, prepare_model, run_stage, setup, train_or_describe
+from helper.provenance import checkpoint_source, run_identity, training_settings
+from helper.runner import make_optimizer, prepare_model, record_run, run_stage, setup, train_or_describe
 from helper.util import plural
 from models import classifier_key, get_classifier, model_dict, set_classifier
 
@@ -45,9 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return finalize_training_args(opt, opt.model_s)
 
 
-def load_student(path: str, arch: str) -> nn.Module:
-    """Build ``arch`` with the checkpoint's own number of classes and load it strictly."""
-    state = load_checkpoint(Path(path), "student checkpoint (--path_s)")
+def student_classes(path: str, state: dict[str, Any], arch: str) -> int:
+    """The number of classes of the student checkpoint ``state``, after checking that it holds an
+    ``arch`` (the architecture it records, else its classifier's key)."""
     recorded = state.get("arch")
     if isinstance(recorded, str) and recorded != arch:
         raise UserError(f"--path_s '{path}' holds a '{recorded}' model but --model_s is '{arch}'. Pass "
@@ -56,7 +58,13 @@ def load_student(path: str, arch: str) -> nn.Module:
     if weight is None:
         raise UserError(f"--path_s '{path}' does not look like a '{arch}' checkpoint (no classifier weights "
                         f"'{classifier_key(arch)}.weight'). Pass the --model_s that the file was trained as.")
-    model = model_dict[arch](num_classes=int(weight.shape[0]))
+    return int(weight.shape[0])
+
+
+def load_student(path: str, arch: str) -> nn.Module:
+    """Build ``arch`` with the checkpoint's own number of classes and load it strictly."""
+    state = load_checkpoint(Path(path), "student checkpoint (--path_s)")
+    model = model_dict[arch](num_classes=student_classes(path, state, arch))
     load_weights(model, state, path, arch, "--path_s")
     if state.get("deployed"):
         print(f"note: '{path}' was evaluated as the --distill {state['deployed'].get('method')} network (the student "
@@ -82,27 +90,30 @@ def run_name(opt: argparse.Namespace) -> str:
 
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
-    """The run folder save/transfer/transfer_model/<run_name> and its checkpoint name and epochs."""
+    """The run folder save/transfer/transfer_model/<run_name>, its checkpoint name and epochs, and what
+    the run is: its settings and the student checkpoint it starts from (checked before any data is
+    loaded: it must hold a --model_s; its dataset may differ, that is the point of a transfer)."""
+    state = load_checkpoint(Path(opt.path_s), "student checkpoint (--path_s)", mmap=True)
+    source = checkpoint_source(opt.path_s, state, opt.model_s, student_classes(opt.path_s, state, opt.model_s))
     return RunPlan(Path(opt.save_folder) / "transfer" / "transfer_model" / run_name(opt), opt.model_s, opt.epochs,
-                   Path(opt.save_folder))
+                   Path(opt.save_folder), run_identity("transfer_student", training_settings(opt), source))
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> float | None:
     opt = parse_args(argv)
-    plan = run_plan(opt)
-    if opt.print_run_dir:
-        load_checkpoint(Path(opt.path_s), "student checkpoint (--path_s)", mmap=True)  # exists and loads
-    return train_or_describe(opt, plan, train)
+    return train_or_describe(opt, run_plan(opt), train)
 
 
-def train(opt: argparse.Namespace, run_dir: Path) -> float:
-    """Train the linear probe into ``run_dir`` (held by this process); returns the best test accuracy."""
+def train(opt: argparse.Namespace, plan: RunPlan) -> float:
+    """Train the linear probe into the plan's run folder (held by this process); returns the best test accuracy."""
+    run_dir = plan.run_dir
     tb_dir = Path(opt.save_folder) / "transfer" / "transfer_tensorboards" / run_dir.name
-    resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs)
+    resume = resolve_resume(run_dir, opt.model_s, opt.resume, opt.epochs, plan.identity)
     model = load_student(opt.path_s, opt.model_s)
     device = setup(opt)
     data, train_loader, test_loader = build_data(opt, device)
+    record = record_run(plan, data, resume)
     head = linear_probe(model, data.num_classes)
     prepare_model(model, opt, device)
     optimizer = make_optimizer(head.parameters(), opt, device)
@@ -110,7 +121,7 @@ def train(opt: argparse.Namespace, run_dir: Path) -> float:
           f"{plural(len(train_loader), 'step')}/epoch, device {device}) -> {run_dir}")
     task = ClassifierTask(model, frozen=[model])  # whole network in eval mode: frozen BN statistics
     result = run_stage(task, optimizer, train_loader, test_loader, opt, run_dir, tb_dir, opt.model_s, opt.model_s,
-                       resume, extra={"source": str(opt.path_s)})
+                       resume, extra={"source": str(opt.path_s), "run": record})
     print(f"{opt.dataset} linear-probe accuracy: best {result.best_acc:.2f}  last {result.last_acc:.2f}")
     distributed.finish()
     return result.best_acc

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from dataset import CLASS_COUNTS
 from dataset.loaders import normalize
-from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
+from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError
+from helper.provenance import check_source_fits, checkpoint_source
 from models import all_model_dict
 
 # <distill>_<dataset>_S_<student>_T_<teacher>_r_<r>_a_<a>_b_<b>_trial_<t>, as train_student.run_name writes it
@@ -80,11 +82,17 @@ class Checkpoint:
     role: str
 
 
-def open_checkpoint(path: str | Path, flag: str, role: str) -> Checkpoint:
-    """Read a checkpoint (file or run folder) and find its architecture as train_student.py does."""
+def open_checkpoint(path: str | Path, flag: str, role: str, dataset: str | None = None) -> Checkpoint:
+    """Read a checkpoint (file or run folder) and find its architecture as train_student.py does;
+    with ``dataset``, refuse (before any data is loaded) one that records another dataset or has
+    another number of classes."""
     file = resolve_checkpoint(path, flag)
     state = load_checkpoint(file, f"{role} checkpoint ({flag})")
-    return Checkpoint(file, state, checkpoint_arch(str(file), state, role), flag, role)
+    arch = checkpoint_arch(str(file), state, role)
+    if dataset is not None:
+        source = checkpoint_source(file, state, arch, classifier_classes(state, arch))
+        check_source_fits(source, dataset, CLASS_COUNTS.get(dataset), flag, role)
+    return Checkpoint(file, state, arch, flag, role)
 
 
 def build_model(checkpoint: Checkpoint, num_classes: int, device: torch.device) -> LoadedModel:

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the repo's packages, and tests/ for the data generators
 os.environ.setdefault("DISTILLERS_OFFLINE", "1")  # generated data only: never try a download
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import train_student  # noqa: E402
@@ -47,6 +48,7 @@ from datagen import write_cifar100  # noqa: E402
 from helper.loop import EpochMeters, autocast_factory, train_step  # noqa: E402
 from helper.options import cpu_count  # noqa: E402
 from dataset.build import build_data  # noqa: E402
+from dataset.teacher_bank import TeacherBank  # noqa: E402
 from helper.runner import resolve_speed_options, setup  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
 
@@ -311,9 +313,10 @@ PRESETS: dict[str, dict[str, str]] = {
     "bf16": {"amp": "bf16"},
     "fp16": {"amp": "fp16"},
     "classic": {"loader": "classic"},
+    "bank": {"bank": "on"},  # the teacher's outputs read from a teacher bank (full-size, see placeholder_bank)
 }
 CONFIG_KEYS = {"channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"),
-               "amp": ("none", "bf16", "fp16"), "loader": ("fast", "classic"), "step": ("current", "seed")}
+               "amp": ("none", "bf16", "fp16"), "loader": ("fast", "classic"), "step": ("current", "seed"), "bank": ("on", "off")}
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -348,28 +351,62 @@ def build_variant(args: argparse.Namespace, label: str, shared: dict[Any, Any]) 
     """One configuration of the benchmark's method and pair (see ``variant_from_argv``)."""
     config = parse_config(label)
     return variant_from_argv(student_argv(args, config), label, shared, seed_step=config.get("step") == "seed",
-                             threads=args.threads)
+                             threads=args.threads, bank=config.get("bank") == "on")
+
+
+def placeholder_bank(opt: argparse.Namespace, method: Any, data: Any, teacher: torch.nn.Module,
+                     device: torch.device) -> TeacherBank:
+    """A teacher bank of the run's full size and layout (memory-mapped float32 files in the bench cache)
+    holding placeholder values: a step's cost does not depend on the values, and building a real bank of
+    the 50,000-image split takes 162 teacher passes over it (its rate is timed by bench/teacher_bank.py)."""
+    from dataset.teacher_bank import VIEWS_PER_IMAGE
+
+    from train_student import feature_shapes
+
+    widths = {"logits": data.num_classes}
+    if method.teacher_reads == "embedding":
+        widths["embedding"] = int(feature_shapes(teacher, False, device)[-1][1])
+    arrays = {}
+    for name, width in widths.items():
+        path = cache_root() / f"bank_placeholder_{data.num_train}x{VIEWS_PER_IMAGE}x{width}.npy"
+        if not path.exists():
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            values = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
+                                               shape=(data.num_train, VIEWS_PER_IMAGE, width))
+            for start in range(0, data.num_train, 1024):  # random values, written in slices
+                values[start:start + 1024] = np.random.default_rng(start).standard_normal(
+                    values[start:start + 1024].shape, dtype=np.float32)
+            values.flush()
+            del values
+            _publish(partial, path)
+        arrays[name] = torch.from_numpy(np.load(path, mmap_mode="r+"))
+    return TeacherBank(path.parent, None, arrays).to(device)
 
 
 def variant_from_argv(argv: list[str], label: str, shared: dict[Any, Any], seed_step: bool = False,
-                      threads: int = 0) -> Variant:
+                      threads: int = 0, bank: bool = False) -> Variant:
     """The training step of ``train_student.py ARGV``: its own models (same seed: same initial weights),
     optimizer and batches; the dataset is loaded once per (loader, memory format) and kept in ``shared``."""
     opt = train_student.parse_args(argv)
     device = setup(opt)
     if threads:
         torch.set_num_threads(threads)
-    key = (opt.dataset, opt.data_folder, opt.loader, opt.channels_last, opt.batch_size)
+    key = (opt.dataset, opt.data_folder, opt.loader, opt.channels_last, opt.batch_size, bank)
     if key not in shared:
         shared[key] = build_data(opt, device)
     else:
         resolve_speed_options(opt, device, len(shared[key][1]) * opt.epochs)
     data, train_loader, _ = shared[key]
     student, teacher, method = train_student.build_models(opt, data, device)
-    forward_teacher = teacher if seed_step else train_student.teacher_for_forward(teacher, opt, device)
-    task_class = SeedStepTask if seed_step else DistillTask
-    task = task_class(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
-                      logit_stand=opt.logit_stand)
+    teacher_bank = placeholder_bank(opt, method, data, teacher, device) if bank else None
+    train_loader.yield_view_ids = bank
+    forward_teacher = teacher if seed_step or bank else train_student.teacher_for_forward(teacher, opt, device)
+    if seed_step:
+        task = SeedStepTask(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
+                            logit_stand=opt.logit_stand)
+    else:
+        task = DistillTask(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
+                           logit_stand=opt.logit_stand, bank=teacher_bank)
     _, optimizer = train_student.main_stage(student, forward_teacher, method, opt, device)
     task.train_mode()
     settings = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
@@ -377,7 +414,7 @@ def variant_from_argv(argv: list[str], label: str, shared: dict[Any, Any], seed_
                 "config": label, "compile": bool(opt.compile), "channels_last": bool(opt.channels_last),
                 "seed_step": seed_step, "nce_k": opt.nce_k, "n_train": int(data.train_labels.numel()),
                 "batch_size": opt.batch_size, "loader": opt.loader, "amp": opt.amp, "dataset": opt.dataset,
-                "num_workers": opt.num_workers if opt.loader == "classic" else 0}
+                "num_workers": opt.num_workers if opt.loader == "classic" else 0, "teacher_bank": bank}
     drain = PREFETCH_FACTOR * opt.num_workers if opt.loader == "classic" else 0
     return Variant(label, settings, task, optimizer, endless(train_loader), device, opt.batch_size,
                    EpochMeters(device), autocast_factory(device, opt.amp),

@@ -27,8 +27,10 @@ DATASETS: dict[str, Callable[..., ImageData]] = {
 }
 
 LOADERS = ("fast", "classic")
+# Classes of each dataset, known before it is loaded (ImageNet's come from its folders).
+CLASS_COUNTS: dict[str, int] = {"cifar100": 100, "cifar10": 10, "digits": 10, "stl10": 10, "tinyimagenet": 200}
 
-__all__ = ["DATASETS", "LOADERS", "VIEWS", "ClassicLoader", "DatasetError", "FastLoader", "ImageData", "Loader",
+__all__ = ["CLASS_COUNTS", "DATASETS", "LOADERS", "VIEWS", "ClassicLoader", "DatasetError", "FastLoader", "ImageData", "Loader",
            "TestLoader", "TrainLoader", "load_dataset", "make_loaders"]
 
 

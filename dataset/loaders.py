@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dataset.randaugment import StrongParams, draw_strong_params, strong_augment
 
 PADDING = 4  # RandomCrop(32, padding=4)
+VIEWS_PER_IMAGE = (2 * PADDING + 1) ** 2 * 2  # 162 crop corners x flips: the finite set of 'weak' views
 EPOCH_SEED_STRIDE = 1_000_003
 
 Batch = tuple[torch.Tensor | tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]
@@ -89,6 +90,12 @@ def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.T
     flat = rows[:, :, None] * (width + 2 * padding) + cols[:, None, :]  # (B, H, W)
     flat = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
     return padded.gather(2, flat).view(batch, channels, height, width)
+
+
+def view_ids(offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """The number of each crop corner (B, 2) and flip (B,) among an image's VIEWS_PER_IMAGE crop +
+    flip views: (row * (2 * PADDING + 1) + col) * 2 + flip, int64 (B,)."""
+    return (offsets[:, 0] * (2 * PADDING + 1) + offsets[:, 1]) * 2 + flips.long()
 
 
 def strong_view(images: torch.Tensor, params: StrongParams) -> torch.Tensor:
@@ -171,6 +178,9 @@ class FastLoader(ShardedLoader):
         self.world_size = world_size
         self.shard = test_shard(self.num_samples, rank, world_size)  # test: the samples this rank evaluates
         self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).to(self.device)
+        # True (set by a run that reads a teacher bank): a training batch's ``index`` is (B, 2), each
+        # row (sample, view) with the view numbered as dataset.teacher_bank.view_ids numbers it
+        self.yield_view_ids = False
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
         strong: StrongParams | None = None
@@ -195,7 +205,10 @@ class FastLoader(ShardedLoader):
             if strong is not None:
                 views["strong"] = strong_view(raw, strong[positions])
             images = tuple(self._finish(views[name]) for name in self.views)
-            yield images if len(images) > 1 else images[0], self.labels.index_select(0, index), index
+            labels = self.labels.index_select(0, index)
+            if self.yield_view_ids and self.augment:
+                index = torch.stack((index, view_ids(offsets[positions], flips[positions])), dim=1)
+            yield images if len(images) > 1 else images[0], labels, index
 
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> normalised float32, in the requested memory format."""

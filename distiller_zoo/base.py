@@ -131,6 +131,10 @@ class Distiller(nn.Module):
     # CIFAR-100 top-1 (%) the authors report, per "teacher->student" pair ("...+KD": the run with -a 1)
     published: ClassVar[dict[str, float]] = {}
     uses_features: ClassVar[bool] = True       # False: logits only (no is_feat forward)
+    # What loss() reads of the teacher: "logits" (features.teacher_logits only), "embedding" (also
+    # features.teacher[-1], the pooled vector the classifier reads) or "maps" (any feature). The
+    # first two can come from a teacher bank (dataset/teacher_bank.py) instead of the teacher.
+    teacher_reads: ClassVar[str] = "maps"
     uses_preact: ClassVar[bool] = False        # features taken before the stage's last ReLU
     teacher_preact: ClassVar[bool | None] = None  # the teacher's features pre-ReLU; None: as uses_preact
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only
@@ -239,6 +243,13 @@ def check_method_arguments(opt: argparse.Namespace) -> None:
         for flag in method.flags:
             if hasattr(opt, flag.dest):
                 flag.check(getattr(opt, flag.dest))
+
+
+def unused_method_flags(key: str) -> set[str]:
+    """Option names of the flags only other methods read: their values cannot change a run of
+    ``--distill key`` (the KD flags count for every method: the -a term reads them)."""
+    used = {flag.dest for flag in (*METHODS[key].flags, *METHODS["kd"].flags)}
+    return {flag.dest for method in METHODS.values() for flag in method.flags} - used
 
 
 def deployed_from_checkpoint(student: nn.Module, state: dict[str, Any]) -> nn.Module:

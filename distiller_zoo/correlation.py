@@ -30,6 +30,7 @@ class CorrelationCongruence(Distiller):
 
     display_name = "CC"
     paper = "Peng et al., Correlation Congruence for Knowledge Distillation, ICCV 2019"
+    teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     flags = (FEAT_DIM,)
     default_beta = 0.02
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2

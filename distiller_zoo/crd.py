@@ -24,6 +24,7 @@ class ContrastiveRepresentation(Distiller):
 
     display_name = "CRD"
     paper = "Tian, Krishnan & Isola, Contrastive Representation Distillation, ICLR 2020"
+    teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     flags = (FEAT_DIM, NCE_K, NCE_T,
              Flag("--nce_m", 0.5, "CRD memory momentum", minimum=0, maximum=1),
              Flag("--mode", "exact", "CRD positives: the sample itself (exact) or a same-class sample (relax)",

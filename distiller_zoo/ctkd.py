@@ -83,6 +83,7 @@ class CurriculumTemperature(Distiller):
 
     display_name = "CTKD"
     paper = "Li et al., Curriculum Temperature for Knowledge Distillation, AAAI 2023"
+    teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     flags = (Flag("--t_start", 1.0, "CTKD: lowest temperature; T = t_start + t_end * sigmoid(theta)", minimum=0),
              Flag("--t_end", 20.0, "CTKD: temperature range above --t_start", above=0),
              Flag("--lambda_min", 0.0, "CTKD: gradient-reversal strength at the start of the curriculum",

@@ -81,6 +81,7 @@ class DiscriminativeConsistent(Distiller):
 
     display_name = "DCD"
     paper = "Giakoumoglou & Stathaki, Discriminative and Consistent Representation Distillation, arXiv 2024"
+    teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     flags = (FEAT_DIM, NCE_T,
              Flag("--dcd_fixed_tau", False, "DCD without learned temperature and bias (the reference's "
                   "DCDLoss(trainable=False) ablation): logits = cosine x --nce_t, b = 0"),

@@ -63,6 +63,7 @@ class StrongerTeacher(Distiller):
 
     display_name = "DIST"
     paper = "Huang et al., Knowledge Distillation from A Stronger Teacher, NeurIPS 2022"
+    teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     flags = (Flag("--dist_beta", 1.0, "DIST weight of the inter-class relation (per sample, across classes)",
                   minimum=0),
              Flag("--dist_gamma", 1.0, "DIST weight of the intra-class relation (per class, across the batch)",

@@ -55,6 +55,7 @@ class KD(Distiller):
 
     display_name = "KD"
     paper = "Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, NIPS-W 2015"
+    teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     flags = (Flag("--kd_T", 4.0, "temperature of the KD term (-a) of every method", above=0), LOGIT_STAND)
     default_gamma = 0.1
     default_alpha = 0.9

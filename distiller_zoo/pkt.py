@@ -41,6 +41,7 @@ class ProbabilisticTransfer(Distiller):
 
     display_name = "PKT"
     paper = "Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge Transfer, ECCV 2018"
+    teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     default_beta = 30000.0
     criterion = PKT()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2

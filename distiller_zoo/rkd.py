@@ -64,6 +64,7 @@ class RelationalKD(Distiller):
 
     display_name = "RKD"
     paper = "Park et al., Relational Knowledge Distillation, CVPR 2019"
+    teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     default_beta = 1.0
     criterion = RKDLoss()  # no parameters: one instance serves every run
     # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2

@@ -81,6 +81,7 @@ class RelationalRepresentation(Distiller):
 
     display_name = "RRD"
     paper = "Giakoumoglou & Stathaki, Relational Representation Distillation, arXiv 2024"
+    teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     flags = (FEAT_DIM, NCE_K, Flag("--nce_t_s", 0.04, "RRD student temperature", above=0),
              Flag("--nce_t_t", 0.10, "RRD teacher temperature", above=0))
     aliases = ("rcd",)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dataset.teacher_bank import TeacherBank
 from distiller_zoo.base import Distiller, Features
 from distiller_zoo.kd import kd_loss
 from helper.loop import Progress, StepOutput
@@ -20,9 +21,11 @@ class DistillTask:
     """One stage ('main', or the 'init' pre-training of abound/factor/fsp) of distilling into ``student``."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, method: Distiller, gamma: float, alpha: float,
-                 beta: float, kd_T: float, stage: str = "main", logit_stand: bool = False) -> None:
+                 beta: float, kd_T: float, stage: str = "main", logit_stand: bool = False,
+                 bank: TeacherBank | None = None) -> None:
         self.model = student
         self.teacher = teacher
+        self.bank = bank  # the teacher's outputs per (sample, view): then batches carry (B, 2) indices
         self.method = method
         self.weights = {"ce": gamma, "kl": alpha, method.key: beta}
         self.kd_T, self.logit_stand = kd_T, logit_stand
@@ -59,6 +62,8 @@ class DistillTask:
         """Student forward with gradients; teacher forward under no_grad (plain tensors that backward may
         save, so no copies: methods read teacher features and never modify them in place)."""
         method = self.method
+        if index.ndim == 2:  # (sample, view) rows: the teacher's outputs come from the bank
+            return self._forward_from_bank(images, labels, index, progress)
         if self.stage == "init" or (method.uses_features and method.has_method_loss):
             student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
             with torch.no_grad():
@@ -70,6 +75,19 @@ class DistillTask:
                 teacher_logits = self.teacher(images)
             teacher_feats = []
         return Features(student_feats, list(teacher_feats), student_logits, teacher_logits, labels, index, progress)
+
+    def _forward_from_bank(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> Features:
+        """Student forward; the teacher's logits (and pooled embedding) looked up, not computed."""
+        if self.bank is None:
+            raise ValueError("batches carry (sample, view) indices but the task has no teacher bank")
+        samples, views = index[:, 0], index[:, 1]
+        teacher_logits, teacher_embedding = self.bank.lookup(samples, views)
+        if self.method.uses_features and self.method.has_method_loss:
+            student_feats, student_logits = self.model(images, is_feat=True, preact=self.method.uses_preact)
+            teacher_feats = [teacher_embedding]
+        else:
+            student_feats, student_logits, teacher_feats = [], self.model(images), []
+        return Features(student_feats, teacher_feats, student_logits, teacher_logits, labels, samples, progress)
 
     def compute(self, images: Tensor | tuple[Tensor, ...], labels: Tensor, index: Tensor,
                 progress: Progress = Progress()) -> StepOutput:

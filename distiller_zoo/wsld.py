@@ -61,6 +61,7 @@ class WeightedSoftLabels(Distiller):
     display_name = "WSLD"
     paper = ("Zhou et al., Rethinking Soft Labels for Knowledge Distillation: A Bias-Variance Tradeoff Perspective, "
              "ICLR 2021")
+    teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     flags = (Flag("--wsld_T", 2.0, "WSLD temperature", above=0),)
     default_gamma = 0.0
     default_alpha = 0.0

@@ -46,6 +46,7 @@ class WeightedTransformedTeacher(Distiller):
 
     display_name = "WTTM"
     paper = "Zheng & Yang, Knowledge Distillation Based on Transformed Teacher Matching, ICLR 2024"
+    teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     flags = (Flag("--wttm_l", 0.2, "WTTM exponent of the teacher's power transform (gamma = 1/T in the paper)",
                   above=0),)
     # -b 4 with --wttm_l 0.2: the WTTM weight and exponent of the official README's command line

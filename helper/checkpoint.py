@@ -42,10 +42,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: str = "",
-                    mmap: bool = False) -> dict[str, Any]:
+                    mmap: bool = False, damaged_hint: str | None = None) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True``; a bare state_dict (torchvision's
     files) comes back as ``{'model': state_dict}``. ``missing_hint`` ends the message for a missing
-    file. ``mmap=True`` maps the file instead of reading it (fast when only the metadata is needed;
+    file; ``damaged_hint`` replaces the default advice for a damaged one. ``mmap=True`` maps the file
+    instead of reading it (fast when only the metadata is needed;
     legacy pre-zip files are read in full).
 
     Older RepDistiller-style files that pickled an ``argparse.Namespace`` load through an
@@ -64,10 +65,10 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: st
         with torch.serialization.safe_globals([argparse.Namespace]):
             state = _torch_load(path, mmap)
     except Exception as error:  # torch.load raises many types for damaged files; all mean "unreadable"
-        raise UserError(f"Could not read the {what} '{path}': it is truncated, corrupt or not a PyTorch "
-                        f"checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
-                        "Re-download or re-create it; a file cut short by a crash can be replaced by the "
-                        "run's <model>_last.pth.") from None
+        advice = damaged_hint or ("Re-download or re-create it (a run's checkpoint: rerun the run with --resume "
+                                  "auto from its last good checkpoint, or train it again).")
+        raise UserError(f"Could not read the {what} '{path}': the file is damaged (truncated, corrupt or not a "
+                        f"PyTorch checkpoint; {type(error).__name__}: {first_sentence(str(error))}) {advice}") from None
     if isinstance(state, dict) and state and "model" not in state and \
             all(isinstance(value, torch.Tensor) for value in state.values()):
         state = {"model": state}  # a bare state_dict, as torchvision publishes its ImageNet weights
@@ -76,6 +77,15 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: st
         raise UserError(f"The {what} '{path}' is not a distillers/RepDistiller checkpoint: expected a dict with "
                         f"a 'model' state_dict, found {keys}.")
     return state
+
+
+def first_sentence(text: str, limit: int = 300) -> str:
+    """The first sentence of a library's error message (whole, not cut mid-word), without its
+    trailing period; the first line when no sentence ends within ``limit`` characters."""
+    line = (text.strip().splitlines() or [""])[0].strip()
+    end = line.find(". ")
+    sentence = line[:end] if 0 <= end < limit else line
+    return sentence.rstrip(".")
 
 
 def _torch_load(path: Path, mmap: bool) -> Any:
@@ -145,3 +155,12 @@ def checkpoint_arch(path: str | Path, state: dict[str, Any], role: str = "teache
     raise UserError(f"Cannot tell the {role}'s architecture: '{path}' records none, and its folder name "
                     f"'{folder}' does not start with a known model ({', '.join(all_model_dict)}). Put it in a folder "
                     "named like 'resnet32x4_vanilla', or re-save it with an 'arch' entry.")
+
+
+def classifier_classes(state: dict[str, Any], arch: str) -> int | None:
+    """The number of output classes of a checkpoint's ``arch`` classifier (None when the weights have
+    no such layer)."""
+    from models import classifier_key
+
+    weight = state["model"].get(f"{classifier_key(arch)}.weight")
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None

@@ -13,6 +13,7 @@ from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
 from helper.options import COMPILE_MIN_STEPS, RunPlan
+from helper.provenance import check_same_run, complete_record, extended, recorded_identity, write_run_record
 from helper.runlock import claim_run_folder
 from helper.util import configure_threads, resolve_device, set_seed
 
@@ -131,14 +132,34 @@ def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], 
 
 
 def train_or_describe(opt: argparse.Namespace, plan: RunPlan,
-                      train: Callable[[argparse.Namespace, Path], float]) -> float | None:
+                      train: Callable[[argparse.Namespace, RunPlan], float]) -> float | None:
     """The entry scripts' main: with --print_run_dir print the run folder and its status; otherwise
-    claim the folder (one process per run) and ``train(opt, run_dir)`` into it."""
+    claim the folder (one process per run) and ``train(opt, plan)`` into it."""
     if opt.print_run_dir:
         print(plan.describe())
         return None
     with claim_run_folder(plan.run_dir, distributed.is_main()):
-        return train(opt, plan.run_dir)
+        return train(opt, plan)
+
+
+def record_run(plan: RunPlan, data: Any, resume: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's record (its identity, data sizes, code version, date; helper/provenance.py). A fresh
+    run writes it to run.json; a resumed one keeps the record it started with, after checking that
+    the data is the same (a longer --epochs is noted in it). Every checkpoint carries it under 'run'."""
+    if plan.identity is None:
+        return None
+    record = complete_record(plan.identity, data.num_train, data.num_test, data.num_classes)
+    if resume is not None:
+        recorded = recorded_identity(plan.run_dir, resume)
+        if recorded is None:  # a run from before records existed: nothing to compare with
+            return record
+        check_same_run(plan.run_dir, recorded, record, "resume")
+        record = extended(recorded, record)  # --epochs above the recorded number continues the run
+        if record is recorded:
+            return recorded
+    if distributed.is_main():
+        write_run_record(plan.run_dir, record)
+    return record
 
 
 def run_stage(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_loader: Any,

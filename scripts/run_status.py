@@ -10,6 +10,9 @@ runs to <SAVE_FOLDER>/sweeps/ when it starts), in the sweeps' order, then the co
   failed       not running, and the last attempt ended with an error (see its log)
   partial      not running, with a checkpoint: the next sweep resumes it (--resume auto)
   not started  no checkpoint yet
+  conflict     the folder holds a run trained with other settings or another teacher than the
+               sweep asks for (its run.json): the sweep leaves it alone
+Then a line per teacher bank being built (or left half-built) under SAVE_FOLDER/teacher_banks/.
 Reads only: no lock is taken and nothing is written.
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from helper.runlock import holder  # noqa: E402
 
-STATUSES = ("finished", "running", "failed", "partial", "not started")
+STATUSES = ("finished", "running", "failed", "partial", "not started", "conflict")
 EXIT_LINE = re.compile(rb"^\[sweep\] .* exit status (-?\d+) after", re.MULTILINE)
 STOPPED = {130, 143, -2, -15}  # Ctrl-C / SIGTERM: the run saved a checkpoint
 
@@ -89,6 +92,21 @@ def checkpoint_epoch(run: dict[str, Any]) -> tuple[int, bool] | None:
     return done, is_finished(state, int(run["epochs"]))
 
 
+def conflicts(run: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """How the run recorded in the folder differs from what the sweep asked for (its plan entry's
+    'identity'); empty for a match or when either side has no record."""
+    from helper.errors import UserError
+    from helper.provenance import identity_differences, read_run_record
+
+    try:
+        recorded = read_run_record(Path(run["run_dir"]))
+    except UserError:
+        return []
+    if recorded is None or not run.get("identity"):
+        return []
+    return identity_differences(recorded, run["identity"])
+
+
 def status_row(run: dict[str, Any], now: float) -> Row:
     """The status line of one planned run."""
     name, epochs = Path(run["run_dir"]).name, int(run["epochs"])
@@ -99,6 +117,10 @@ def status_row(run: dict[str, Any], now: float) -> Row:
         started = info.get("started")
         return Row("running", progress, str(info.get("worker") or "-"), str(info.get("pid", "?")),
                    _duration(now - started) if isinstance(started, (int, float)) else "-", name)
+    differences = conflicts(run) if saved is not None else []
+    if differences:
+        listed = "; ".join(f"{setting}: {old} -> {new}" for setting, old, new in differences)
+        return Row("conflict", progress, "", "", "", f"{name}  (recorded -> asked: {listed})")
     if saved is not None and saved[1]:
         return Row("finished", progress, "", "", "", name)
     code = last_exit_status(Path(run["log"]))
@@ -140,9 +162,36 @@ def main(argv: list[str] | None = None) -> int:
     shown = [row for row in rows if not args.only or row.status.split()[0] in args.only]
     if shown:
         print_table(shown)
-    counts = ", ".join(f"{sum(row.status == status for row in rows)} {status}" for status in STATUSES)
+    counts = ", ".join(f"{sum(row.status == status for row in rows)} {status}" for status in STATUSES
+                       if status != "conflict" or any(row.status == status for row in rows))
     print(f"{len(rows)} runs: {counts}")
+    for line in bank_lines(args.save_folder):
+        print(line)
     return 0
+
+
+def bank_lines(save_folder: Path) -> list[str]:
+    """One line per teacher bank under SAVE_FOLDER/teacher_banks that is not complete: being built
+    (a live process holds it) or interrupted (the next run or sweep that reads it continues it)."""
+    from dataset.teacher_bank import bank_is_locked
+
+    lines = []
+    for manifest_path in sorted((save_folder / "teacher_banks").glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            lines.append(f"teacher bank {manifest_path.parent.name}: unreadable manifest (delete the folder)")
+            continue
+        if manifest.get("complete"):
+            continue
+        spec = manifest.get("spec", {})
+        chunk = int(manifest.get("chunk_images", 1))
+        done = len(next(iter(manifest.get("checksums", {}).values()), []))
+        total = -(-int(spec.get("train_size", 0)) // chunk)
+        state = "building" if bank_is_locked(manifest_path.parent) else "interrupted (continued by the next run)"
+        lines.append(f"teacher bank {manifest_path.parent.name}: {state}, chunk {done} of {total} "
+                     f"({100 * done / max(total, 1):.0f}%)")
+    return lines
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ unfinished) with CUDA_VISIBLE_DEVICES set to the worker's GPU. Runs held by anot
 waited for: resumed when that process dies, skipped when it finished them. Each run's output goes
 to <save_folder>/logs/<run folder>.log (and to the terminal with one worker). A failed run does not
 stop the others; Ctrl-C or SIGTERM stops every run (each saves a checkpoint; the next sweep resumes
-them). Exit status: 0 when every run is finished, 1 when some failed, 130/143 when stopped.
+them). Exit status: 0 when every run is finished, 1 when some failed or hold a run of other settings
+(conflict: never trained into), 130/143 when stopped.
 """
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
 from helper.errors import UserError, report_user_errors  # noqa: E402
 from helper.options import RunPlan  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
@@ -68,6 +70,7 @@ class Run:
     script: str
     args: list[str]
     plan: RunPlan
+    bank_job: tuple[Any, ...] | None = None  # the teacher bank it reads (entry script's teacher_bank_job)
     next_try: float = 0.0
     waiting_noted: bool = False
 
@@ -84,9 +87,10 @@ class Run:
         return self.plan.save_folder / "logs" / f"{relative}.log"
 
 
-def ask_entry_script(script: str, args: list[str]) -> RunPlan:
+def ask_entry_script(script: str, args: list[str]) -> tuple[RunPlan, tuple[Any, ...] | None]:
     """The run plan of ``script args`` as ``script args --print_run_dir`` computes it (in this
-    process: the modules are imported once for the whole sweep). Raises UserError."""
+    process: the modules are imported once for the whole sweep), and the teacher bank the run
+    would read (None: none). Raises UserError."""
     if script not in ENTRY_SCRIPTS:
         raise UserError(f"'{script}' is not an entry script of this repository ({', '.join(ENTRY_SCRIPTS)}).")
     module = importlib.import_module(script.removesuffix(".py"))
@@ -100,7 +104,8 @@ def ask_entry_script(script: str, args: list[str]) -> RunPlan:
         raise UserError(message[-1] if message else "invalid arguments") from None
     finally:
         sys.argv[0] = program
-    return module.run_plan(opt)
+    bank_job = getattr(module, "teacher_bank_job", None)
+    return module.run_plan(opt), bank_job(opt) if bank_job else None
 
 
 def plan_runs(lines: list[str]) -> tuple[list[Run], list[str]]:
@@ -114,13 +119,13 @@ def plan_runs(lines: list[str]) -> tuple[list[Run], list[str]]:
             continue
         script, *args = line.split("\t")
         try:
-            plan = ask_entry_script(script, args)
+            plan, bank_job = ask_entry_script(script, args)
         except UserError as error:
             errors.append(f"{script} {' '.join(args)}: {error}")
             continue
         if plan.run_dir.resolve() not in seen:
             seen.add(plan.run_dir.resolve())
-            runs.append(Run(script, args, plan))
+            runs.append(Run(script, args, plan, bank_job))
     return runs, errors
 
 
@@ -253,6 +258,7 @@ class Tally:
     elsewhere: list[str] = field(default_factory=list)  # finished by another process while this sweep waited
     failed: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)    # stopped by Ctrl-C/SIGTERM with a checkpoint
+    conflict: list[str] = field(default_factory=list)   # the folder holds a run with other settings: untouched
 
     @property
     def finished(self) -> int:
@@ -298,7 +304,7 @@ class Sweep:
         for run in list(self.queue):
             if run.next_try > now:
                 continue
-            if run.plan.checkpoint_status() == "finished":
+            if run.plan.checkpoint_status() in ("finished", "conflict"):
                 self.queue.remove(run)
                 self.skip(run)
                 continue
@@ -315,7 +321,7 @@ class Sweep:
                 continue
             self.queue.remove(run)
             status = run.plan.checkpoint_status()  # again, now that nobody else can change it
-            if status == "finished":
+            if status in ("finished", "conflict"):
                 lock.release()
                 self.skip(run)
                 continue
@@ -324,6 +330,13 @@ class Sweep:
         return False
 
     def skip(self, run: Run) -> None:
+        differences = run.plan.differences()
+        if differences:
+            self.tally.conflict.append(run.label)
+            listed = "; ".join(f"{name}: {old} -> {new}" for name, old, new in differences)
+            self.event("conflict", f"{run.label}: its folder holds a run trained with other settings ({listed}); not "
+                                   "trained into. Use another TRIALS/--trial or SAVE_FOLDER, or delete the folder.")
+            return
         by_other = run.waiting_noted
         (self.tally.elsewhere if by_other else self.tally.skipped).append(run.label)
         self.event("skip", f"{run.label}: finished{' by another process' if by_other else ''} "
@@ -416,12 +429,13 @@ class Sweep:
         tally = self.tally
         self.say(f"{tally.finished} of {self.total} runs finished in {clock(time.monotonic() - self.started)} "
                  f"({len(tally.trained)} trained now, {len(tally.skipped)} already finished, {len(tally.elsewhere)} "
-                 f"by another process); failed: {' '.join(tally.failed) or 'none'}")
+                 f"by another process); failed: {' '.join(tally.failed) or 'none'}"
+                 + (f"; conflict (other settings, not trained): {' '.join(tally.conflict)}" if tally.conflict else ""))
         if self.stop.requested:
             self.say(f"stopped: {len(tally.stopped)} run(s) saved a checkpoint, {len(self.queue)} not started; run "
                      "the same command again to continue.")
             return self.stop.exit_status
-        return 1 if tally.failed else 0
+        return 1 if tally.failed or tally.conflict else 0
 
 
 def write_plan(runs: list[Run], name: str) -> None:
@@ -432,7 +446,7 @@ def write_plan(runs: list[Run], name: str) -> None:
     for save_folder, group in by_folder.items():
         entries = [{"run_dir": str(run.plan.run_dir.resolve()), "model_name": run.plan.model_name,
                     "epochs": run.plan.epochs, "log": str(run.log_path.resolve()),
-                    "command": [run.script, *run.args]} for run in group]
+                    "command": [run.script, *run.args], "identity": run.plan.identity} for run in group]
         digest = hashlib.sha1(json.dumps([e["run_dir"] for e in entries]).encode()).hexdigest()[:8]
         path = save_folder / "sweeps" / f"{name}-{digest}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -444,10 +458,11 @@ def write_plan(runs: list[Run], name: str) -> None:
 def print_overview(runs: list[Run], workers: list[Worker], name: str, dry_run: bool) -> None:
     """One line with the counts per status (and, for a dry run, every run and its command)."""
     statuses = [run.plan.status() for run in runs]
-    counts = {status: statuses.count(status) for status in ("finished", "running", "unfinished", "missing")}
+    counts = {status: statuses.count(status) for status in ("finished", "running", "unfinished", "missing", "conflict")}
     logs = sorted({str(run.plan.save_folder / "logs") for run in runs})
     print(f"{name}: {len(runs)} runs: {counts['finished']} finished, {counts['running']} running elsewhere, "
-          f"{counts['unfinished']} unfinished, {counts['missing']} not started; {len(workers)} worker(s): "
+          f"{counts['unfinished']} unfinished, {counts['missing']} not started, {counts['conflict']} conflict (other "
+          f"settings in the folder); {len(workers)} worker(s): "
           f"{', '.join(worker.name for worker in workers)}; run logs in {', '.join(logs) or '-'}", flush=True)
     if dry_run:
         for run, status in zip(runs, statuses):
@@ -495,7 +510,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run or not runs:
         return 0
     write_plan(runs, args.name)
+    try:
+        build_teacher_banks(runs, workers[0], args.name)
+    except KeyboardInterrupt:
+        print(f"{args.name}: interrupted while building a teacher bank (the next sweep continues it).",
+              file=sys.stderr)
+        return 130
     return Sweep(runs, workers, args.name).run()
+
+
+def build_teacher_banks(runs: list[Run], worker: Worker, name: str) -> None:
+    """Build each teacher bank once, before the runs that read it, when those runs together train
+    for at least AUTO_BUILD_MIN_EPOCHS epochs (then --teacher_bank auto finds it and uses it). A
+    failed build is reported; its runs then train as --teacher_bank auto decides alone."""
+    groups: dict[tuple[Any, ...], list[Run]] = {}
+    for run in runs:
+        if run.bank_job is not None and run.plan.checkpoint_status() in ("missing", "unfinished"):
+            groups.setdefault(run.bank_job, []).append(run)
+    for group in groups.values():
+        epochs = sum(run.plan.epochs for run in group)
+        if epochs < AUTO_BUILD_MIN_EPOCHS:
+            continue
+        first = group[0]
+        log = first.plan.save_folder / "logs" / "teacher_banks" / f"{first.label}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"{name}: building the teacher bank that {len(group)} run(s) read ({epochs} epochs in all); log: {log}",
+              flush=True)
+        command = [sys.executable, str(ROOT / first.script), *first.args, "--build_teacher_bank"]
+        with open(log, "ab") as handle:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       env={**os.environ, **worker.env, "PYTHONUNBUFFERED": "1"})
+            _pump(process.stdout, handle, echo=True)
+            code = process.wait()
+        if code != 0:
+            print(f"{name}: the teacher bank build exited with status {code} (log: {log}); its runs decide alone.",
+                  file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

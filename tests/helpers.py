@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,15 +127,26 @@ def train_straight_and_resumed(argv: Callable[..., list[str]], tmp_path: Path) -
     return run_folder(straight), run_folder(resumed)
 
 
-def assert_same_run(a: Path, b: Path, model: str = "resnet8") -> None:
-    """Both runs' last checkpoints hold equal weights and method state, and their metrics are equal."""
+def assert_same_run(a: Path, b: Path, model: str = "resnet8", atol: float = 0.0) -> None:
+    """Both runs' last checkpoints hold equal weights and method state, and their metrics are equal
+    (bit for bit, or within ``atol`` absolute and relative)."""
     state_a = torch.load(a / f"{model}_last.pth", weights_only=True)
     state_b = torch.load(b / f"{model}_last.pth", weights_only=True)
-    for key, value in state_a["model"].items():
-        assert torch.equal(value, state_b["model"][key]), key
-    for key, value in state_a["task"]["method"].items():
-        assert torch.equal(value, state_b["task"]["method"][key]), key
-    assert metrics_rows(a) == metrics_rows(b)
+    pairs = [*((key, value, state_b["model"][key]) for key, value in state_a["model"].items()),
+             *((key, value, state_b["task"]["method"][key]) for key, value in state_a["task"]["method"].items())]
+    for key, value_a, value_b in pairs:
+        if atol == 0.0 or not value_a.is_floating_point():
+            assert torch.equal(value_a, value_b), key
+        else:
+            torch.testing.assert_close(value_a, value_b, atol=atol, rtol=atol, msg=key)
+    rows_a, rows_b = metrics_rows(a), metrics_rows(b)
+    if atol == 0.0:
+        assert rows_a == rows_b
+        return
+    assert [row.keys() for row in rows_a] == [row.keys() for row in rows_b]
+    for row_a, row_b in zip(rows_a, rows_b):
+        for column, text in row_a.items():
+            assert float(text or 0) == pytest.approx(float(row_b[column] or 0), rel=atol, abs=atol), column
 
 
 def softmax(row: np.ndarray) -> np.ndarray:

@@ -117,7 +117,7 @@ def test_a_run_failing_before_its_first_epoch_leaves_no_folder(tmp_path: Path,
 
 
 def test_print_run_dir_reports_without_creating_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    teacher = write_published_teacher(tmp_path / "teachers", "resnet8")
+    teacher = write_published_teacher(tmp_path / "teachers", "resnet8", num_classes=10)
     save = tmp_path / "save"
     common = ["--save_folder", str(save), "--data_folder", str(tmp_path / "no_data"), "--print_run_dir"]
     assert train_student.main(["--path_t", str(teacher), "--model_s", "resnet8", "--distill", "crd", "-a", "1",

@@ -102,7 +102,7 @@ def test_workers_split_gpus_and_cores() -> None:
 
 def test_dry_run_honours_every_flag(tmp_path: Path) -> None:
     """The run folders come from train_student.py itself, so flags in EXTRA count (here -b, --dataset)."""
-    teacher = write_published_teacher(tmp_path / "teachers", "resnet8")
+    teacher = write_published_teacher(tmp_path / "teachers", "resnet8", num_classes=10)
     save = tmp_path / "save"
     result = _sh("sh scripts/run_cifar_distill.sh", DRY_RUN="1", METHODS="kd crd+kd", TRIALS="1", STUDENT="resnet8",
                  TEACHER=str(teacher), SAVE_FOLDER=str(save), EXTRA="-b 2 --dataset digits")
@@ -170,7 +170,7 @@ def test_distill_sweep_smoke_skip_and_summary(cifar_folder: Path, tmp_path: Path
     assert sorted(p.name for p in runs.iterdir()) == sorted(names)
     for name in names:
         assert sorted(p.name for p in (runs / name).iterdir()) == ["metrics.csv", "resnet8_best.pth",
-                                                                   "resnet8_last.pth"]
+                                                                   "resnet8_last.pth", "run.json"]
         assert f"start  {name} on worker 1" in first.stdout and f"done   {name} on worker 1" in first.stdout
         assert (save / "logs" / "student" / "student_model" / f"{name}.log").is_file()
     assert "epoch 1/1" in first.stdout  # one worker: the run's own output on the terminal, as before
