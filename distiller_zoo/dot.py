@@ -4,7 +4,7 @@ DOT changes the optimizer, not the loss. The task loss (gamma*CE) and the distil
 (alpha*KD, plus beta*method where a method adds one) are back-propagated separately; each keeps
 its own momentum buffer, the distillation one with momentum m + delta and the task one with
 m - delta (m = --momentum, delta = --dot_delta), so that the distillation loss leads the
-optimisation (paper Sec. 4). The loss is KD's, with its defaults (-r 0.1 -a 0.9, --kd_T 4), as in
+optimisation. The loss is KD's, with its defaults (-r 0.1 -a 0.9, --kd_T 4), as in
 the official CIFAR-100 runs (mdistiller: KD distiller, the DOT trainer, delta 0.075).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["DistillationOrientedTrainer"]
 
 
 class DistillationOrientedTrainer(torch.optim.Optimizer):
-    """SGD with separate momentum buffers for the distillation and the task gradients (DOT, Sec. 4).
+    """SGD with separate momentum buffers for the distillation and the task gradients (DOT).
 
     Usage as mdistiller's trainer: ``zero_grad(set_to_none=True)``, backward of the distillation loss
     (keeping the graph), ``step_kd()`` (takes those gradients out of ``.grad``), backward of the task
