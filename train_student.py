@@ -168,10 +168,11 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
 
 def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Distiller, opt: argparse.Namespace,
                device: torch.device, bank: TeacherBank | None = None) -> tuple[DistillTask, torch.optim.Optimizer]:
-    """The main-stage training step and its optimizer (student + the method's trainable modules)."""
+    """The main-stage training step and its optimizer (student + the method's trainable modules; SGD
+    unless the method supplies its own)."""
     task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
                       logit_stand=opt.logit_stand, bank=bank)
-    optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
+    optimizer = method.make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
     return task, optimizer
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from helper.errors import UserError
 from helper.loop import Progress
+from helper.runner import make_optimizer as make_sgd
 
 METHODS: dict[str, type["Distiller"]] = {}
 
@@ -158,6 +159,13 @@ class Distiller(nn.Module):
 
     def after_step(self) -> None:
         """Hook after optimizer.step() (memory-bank updates)."""
+
+    def make_optimizer(self, params: list[nn.Parameter], opt: argparse.Namespace,
+                       device: torch.device) -> torch.optim.Optimizer:
+        """The main stage's optimizer over ``params`` (the student's and this method's trainable ones):
+        SGD with --momentum and --weight_decay. A method that changes the optimizer (DOT) returns its
+        own; one that needs the loss groups' gradients apart makes it a ``helper.loop.LossGroupOptimizer``."""
+        return make_sgd(params, opt, device)
 
     def frozen_modules(self) -> list[nn.Module]:
         """Own modules that stay in eval mode and untrained in the main stage."""

@@ -5,6 +5,8 @@ A method with several augmented views (``Distiller.views``) receives a tuple of 
 networks see each view in turn, CE sums over the views, KD and accuracy use the first one."""
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 import torch
@@ -15,6 +17,13 @@ from dataset.teacher_bank import TeacherBank
 from distiller_zoo.base import Distiller, Features
 from distiller_zoo.kd import kd_loss
 from helper.loop import Progress, StepOutput
+
+
+def loss_groups(weighted: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The weighted losses split by purpose: 'task' = gamma*CE and 'distill' = alpha*KD + beta*method
+    (absent when both are off), for an optimizer that treats them apart (DOT)."""
+    distill = [value for name, value in weighted.items() if name != "ce"]
+    return {"task": weighted["ce"], **({"distill": functools.reduce(operator.add, distill)} if distill else {})}
 
 
 class DistillTask:
@@ -107,9 +116,10 @@ class DistillTask:
             losses["kl"] = kd_loss(features.student_logits, features.teacher_logits, self.kd_T, self.logit_stand)
         if self.method.has_method_loss and self.weights[self.method.key] > 0:
             losses[self.method.key] = self.method.loss(features)
-        total = sum(self.weights[name] * value for name, value in losses.items())
+        weighted = {name: self.weights[name] * value for name, value in losses.items()}
+        total = sum(weighted.values())
         logits = features.student_logits if features.deployed_logits is None else features.deployed_logits
-        return StepOutput(logits, losses, total)
+        return StepOutput(logits, losses, total, loss_groups(weighted))
 
     def after_step(self) -> None:
         if self.stage == "main":

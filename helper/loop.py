@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +33,17 @@ from helper.util import capture_rng_state, learning_rate_at, restore_rng_state, 
 
 @dataclass
 class StepOutput:
-    """What a task returns for one batch: logits for accuracy, named (unweighted) losses, and the
-    weighted total to back-propagate."""
+    """What a task returns for one batch: logits for accuracy, named (unweighted) losses, the
+    weighted total to back-propagate, and that total split by purpose for a ``LossGroupOptimizer``:
+    'task' (the labels' loss) and 'distill' (the teacher's); none given: all of it is 'task'."""
 
     logits: Tensor | None
     losses: dict[str, Tensor]
     total: Tensor
+    groups: dict[str, Tensor] = field(default_factory=dict)
+
+    def loss_groups(self) -> dict[str, Tensor]:
+        return self.groups or {"task": self.total}
 
 
 @dataclass(frozen=True)
@@ -231,12 +236,27 @@ class EpochMeters:
         self.samples = state["samples"]
 
 
+@runtime_checkable
+class LossGroupOptimizer(Protocol):
+    """An optimizer that needs each loss group's gradients apart (DOT: 'distill' and 'task'), so it runs
+    the backward passes itself: ``backward_and_step`` replaces the loop's zero_grad, backward, gradient
+    averaging over ranks (``reduce_gradients(optimizer)`` after each pass) and step, scaling the
+    losses with ``scaler`` (fp16) when given."""
+
+    def backward_and_step(self, groups: dict[str, Tensor], scaler: torch.amp.GradScaler | None,
+                          reduce_gradients: Callable[[torch.optim.Optimizer], None]) -> None: ...
+
+
 def train_step(task: Task, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, index: Tensor,
                autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
                scaler: torch.amp.GradScaler | None = None, progress: Progress = Progress()) -> StepOutput:
     """One optimisation step of ``task`` on a batch (no host synchronisation)."""
     with autocast() if autocast else contextlib.nullcontext():
         output = task.compute(images, labels, index, progress)
+    if isinstance(optimizer, LossGroupOptimizer):
+        optimizer.backward_and_step(output.loss_groups(), scaler, distributed.average_gradients)
+        task.after_step()
+        return output
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(output.total).backward()
