@@ -31,9 +31,9 @@ from models import get_classifier, map_before_pool
 __all__ = ["multi_scale_logits", "region_weights", "sdd_kd_loss"]
 
 # Flags shared with sdd_dkd.py (declared once here).
-SDD_MAX_SCALE = Flag("--sdd_max_scale", 4, "SDD: the cells' logits of the scales 1, 2, 4 up to this one are distilled "
-                     "(official --M [1,2,4]; [1,2], i.e. 2, for resnet32x4 -> resnet8x4 and vgg13 -> vgg8)",
-                     choices=(1, 2, 4))
+SDD_MAX_SCALE = Flag("--sdd_max_scale", 4, "SDD: distil the logits of the 1x1, 2x2 and 4x4 cells up to this size "
+                     "(the official M = [1,2,4]; 2 is M = [1,2], official for resnet32x4 -> resnet8x4 and vgg13 -> "
+                     "vgg8)", minimum=1, maximum=4)
 SDD_COMPLEMENTARY_WEIGHT = Flag("--sdd_complementary_weight", 2.0, "SDD: weight of the cells whose teacher "
                                 "prediction is right where the global one is wrong, or the reverse (consistent "
                                 "cells weigh 1)", minimum=0)
@@ -41,7 +41,7 @@ KD_TEMPERATURE = next(flag for flag in KD.flags if flag.name == "--kd_T")
 
 
 def scales_up_to(max_scale: int) -> tuple[int, ...]:
-    """The official scale sets M: 1 -> (1,), 2 -> (1, 2), 4 -> (1, 2, 4)."""
+    """The official scale sets M: 1 -> (1,), 2 (or 3) -> (1, 2), 4 -> (1, 2, 4)."""
     return tuple(scale for scale in (1, 2, 4) if scale <= max_scale)
 
 
