@@ -14,7 +14,7 @@ from torch import Tensor
 from distiller_zoo.base import LOGIT_STAND, DistillContext, Distiller, Features, Flag, register
 from distiller_zoo.kd import normalize
 
-__all__ = ["dkd_loss"]
+__all__ = ["dkd_loss", "dkd_per_sample"]
 
 # Subtracted from the target class's scaled logit so that it vanishes from the NCKD softmax
 # (the official constant; exp(-1000) underflows to exactly 0 in float32 and float64).
@@ -28,24 +28,29 @@ def _binary_target_probabilities(probabilities: Tensor, target_mask: Tensor) -> 
     return torch.cat([target, others], dim=1)
 
 
-def dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alpha: float, beta: float,
-             temperature: float) -> Tensor:
-    """alpha * TCKD + beta * NCKD, each T^2 * KL(teacher || student) summed over the batch / B.
+def dkd_per_sample(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alpha: float, beta: float,
+                   temperature: float) -> Tensor:
+    """alpha * TCKD + beta * NCKD of each sample, each T^2 * KL(teacher || student).
 
     TCKD compares the binary [p_target, 1 - p_target] distributions at temperature T; NCKD the
     softmax over the non-target classes (target logit pushed down by 1000). Per sample,
-    KD = TCKD + (1 - p_target^teacher) * NCKD (paper eq. 7). Shapes: logits (B, C), target (B,) -> scalar.
+    KD = TCKD + (1 - p_target^teacher) * NCKD (paper eq. 7). Shapes: logits (B, C), target (B,) -> (B,).
     """
     target_mask = torch.zeros_like(logits_student, dtype=torch.bool).scatter_(1, target.reshape(-1, 1), True)
-    batch_size = target.shape[0]
     binary_student = _binary_target_probabilities(F.softmax(logits_student / temperature, dim=1), target_mask)
     binary_teacher = _binary_target_probabilities(F.softmax(logits_teacher / temperature, dim=1), target_mask)
-    tckd = F.kl_div(torch.log(binary_student), binary_teacher, reduction="sum") * temperature**2 / batch_size
+    tckd = F.kl_div(torch.log(binary_student), binary_teacher, reduction="none").sum(1)
     offset = TARGET_LOGIT_OFFSET * target_mask
     non_target_teacher = F.softmax(logits_teacher / temperature - offset, dim=1)
     non_target_log_student = F.log_softmax(logits_student / temperature - offset, dim=1)
-    nckd = F.kl_div(non_target_log_student, non_target_teacher, reduction="sum") * temperature**2 / batch_size
-    return alpha * tckd + beta * nckd
+    nckd = F.kl_div(non_target_log_student, non_target_teacher, reduction="none").sum(1)
+    return (alpha * tckd + beta * nckd) * temperature**2
+
+
+def dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alpha: float, beta: float,
+             temperature: float) -> Tensor:
+    """``dkd_per_sample`` averaged over the batch (the official dkd_loss). Shapes: (B, C), (B, C), (B,) -> scalar."""
+    return dkd_per_sample(logits_student, logits_teacher, target, alpha, beta, temperature).mean()
 
 
 def warmup_factor(epoch: int, warmup_epochs: int) -> float:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train_student
-from distiller_zoo import METHODS, DistillContext, DistillKL, Features, dkd_loss, normalize
+from distiller_zoo import METHODS, DistillContext, DistillKL, Features, dkd_loss, dkd_per_sample, normalize
 from distiller_zoo.dkd import warmup_factor
 from helper.loop import Progress
 from helpers import assert_same_run, metrics_rows, softmax, train_straight_and_resumed, write_published_teacher
@@ -48,6 +48,13 @@ def test_dkd_loss_matches_float64_reference(alpha: float, beta: float, temperatu
     value32 = dkd_loss(torch.tensor(student).float(), torch.tensor(teacher).float(), torch.tensor(target), alpha,
                        beta, temperature)
     assert value32.item() == pytest.approx(value.item(), rel=1e-4)
+
+
+def test_per_sample_values_match_the_reference_row_by_row() -> None:
+    student, teacher, target = random_batch(seed=2)
+    values = dkd_per_sample(torch.tensor(student), torch.tensor(teacher), torch.tensor(target), 1.0, 8.0, 4.0)
+    expected = [dkd_reference(s[None], t[None], y[None], 1.0, 8.0, 4.0) for s, t, y in zip(student, teacher, target)]
+    assert values.tolist() == pytest.approx(expected, rel=1e-10)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])

@@ -109,8 +109,8 @@ def test_default_weights_when_omitted(key: str, published_teacher: Path) -> None
              "dkd": (1, 0, 1), "dist": (1, 0, 2), "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1),
              "reviewkd": (1, 0, 5), "ctkd": (0.1, 0, 0.9), "mlkd": (0.1, 0, 0.9),
              "simkd": (0, 0, 1),
-             "catkd": (1, 0, 15),
-             "dot": (0.1, 0.9, 0)}
+             "catkd": (1, 0, 15), "ofd": (1, 0, 0.001), "ttm": (1, 0, 45),
+             "sdd_kd": (0.1, 0, 0.9), "sdd_dkd": (1, 0, 1), "dot": (0.1, 0.9, 0)}
     opt = train_student.parse_args(["--path_t", str(published_teacher), "--distill", key])
     assert (opt.gamma, opt.alpha, opt.beta) == table[key]
 
