@@ -25,6 +25,9 @@ from typing import Any, Iterable
 
 from distiller_zoo import METHODS
 from helper.errors import UserError, report_user_errors
+from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
+                                    identity_settings, read_run_record, same_settings, settings_differences,
+                                    settings_from_options, teacher_cell)
 
 PAPER_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", "resnet20"),
                ("resnet110", "resnet20"), ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
@@ -42,7 +45,7 @@ TRANSFER_FOLDER = re.compile(r"^transfer_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s
 
 @dataclass
 class Run:
-    """One run folder: what was trained, how far, and its per-epoch metrics."""
+    """One run folder: what was trained, with what, how far, and its per-epoch metrics."""
 
     kind: str                       # 'student' | 'vanilla' | 'transfer'
     path: Path
@@ -58,9 +61,15 @@ class Run:
     epochs_planned: int | None = None
     best_acc: float | None = None
     last_acc: float | None = None
-    teacher_acc: float | None = None
+    teacher_acc: float | None = None       # measured at the start of training, else the teacher file's own
     incomplete_checkpoint: bool = False    # saved mid-epoch or in an init stage
     rows: list[dict[str, float]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # recorded settings (or the saved training options)
+    recorded: bool = False                 # the settings come from the run record (run.json)
+    teacher_digest: str | None = None      # content digest of the teacher (transfer: the source student) file
+    teacher_path: str | None = None
+    teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
+    settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
 
     @property
     def unfinished(self) -> bool:
@@ -71,23 +80,51 @@ class Run:
     def label(self) -> str:
         return method_label(self.method, self.alpha)
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The settings the trials of one experiment share (all but seed and trial)."""
+        return identity_settings(self.settings)
+
+    @property
+    def teacher_identity(self) -> str | None:
+        """The teacher actually used: its digest, or for runs without a record its measured accuracy."""
+        if self.teacher_digest:
+            return self.teacher_digest
+        return None if self.teacher_acc is None else f"accuracy {self.teacher_acc:.2f}"
+
+    @property
+    def apart_reason(self) -> str:
+        """Why this run is not averaged with others ('' when it is): unfinished, or resumed with other settings."""
+        if self.settings_changed:
+            return f"resumed with different settings ({describe_differences(self.settings_changed)})"
+        if self.incomplete_checkpoint:
+            return "unfinished (saved mid-epoch or in the init stage)"
+        if self.unfinished:
+            return f"unfinished ({self.epochs_done}/{self.epochs_planned} epochs)"
+        return ""
+
 
 @dataclass
 class Group:
-    """Runs that differ only in their trial."""
+    """Runs that differ only in their trial (and seed): same folder name apart from the trial, same
+    recorded settings, same teacher. A run listed apart (unfinished, resumed with other settings) is a
+    group of its own with ``apart`` set."""
 
     runs: list[Run]
+    distinct: str = ""      # the settings that tell this group from others of the same name ('epochs=3, kd_T=2')
+    apart: str = ""         # why its run is not averaged with the others ('' for an averaged group)
 
     @property
     def first(self) -> Run:
         return self.runs[0]
 
-    def _values(self, name: str) -> list[float]:
+    def values(self, name: str) -> list[float]:
+        """A per-run number (best_acc, last_acc, teacher_acc) of every run that has it."""
         return [value for run in self.runs if (value := getattr(run, name)) is not None]
 
     def mean_std(self, name: str) -> tuple[float | None, float | None]:
         """Mean and sample std (None for fewer than two values) of a per-run number."""
-        values = self._values(name)
+        values = self.values(name)
         if not values:
             return None, None
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
@@ -106,12 +143,29 @@ class Group:
         return any(run.unfinished for run in self.runs)
 
     @property
-    def column(self) -> str:
-        """The pivot-table column: the method label, with the weights when they are not the papers'."""
+    def weights_column(self) -> str:
+        """The method label, with the weights when they are not the papers'."""
         run = self.first
         if run.kind == "vanilla" or is_canonical(run.method, run.gamma, run.alpha, run.beta):
             return run.label
         return f"{run.label} (r={_g(run.gamma)},a={_g(run.alpha)},b={_g(run.beta)})"
+
+    @property
+    def column(self) -> str:
+        """The pivot-table column: ``weights_column`` plus the settings that tell this group from others
+        of the same folder name ('KD (epochs=3, kd_T=2)')."""
+        if not self.distinct:
+            return self.weights_column
+        if self.weights_column.endswith(")"):
+            return f"{self.weights_column[:-1]}; {self.distinct})"
+        return f"{self.weights_column} ({self.distinct})"
+
+    @property
+    def teacher_cell(self) -> str:
+        """The teacher actually used: arch, short digest, accuracy."""
+        run = self.first
+        accuracy = self.mean_std("teacher_acc")[0]
+        return run.teacher if run.kind == "vanilla" else teacher_cell(run.teacher, run.teacher_digest, accuracy)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,43 +254,41 @@ def _source_of(path_s: Any) -> dict[str, Any]:
     return _from_folder_name("student", Path(str(path_s)).parent.name)
 
 
-def read_run(run_dir: Path, kind: str) -> Run | None:
-    """Read one run folder; None when it holds neither metrics nor a checkpoint."""
-    rows = read_metrics(run_dir / "metrics.csv")
-    checkpoint_path = _checkpoint_file(run_dir)
-    if not rows and checkpoint_path is None:
-        return None
-    state: dict[str, Any] = {}
-    if checkpoint_path is not None:
-        try:
-            loaded = read_state(checkpoint_path)
-            state = loaded if isinstance(loaded, dict) else {}
-        except Exception as error:  # one unreadable file must not hide the other runs
-            print(f"summary: warning: cannot read '{checkpoint_path}' ({type(error).__name__}); using the folder "
-                  "name and metrics.csv instead.", file=sys.stderr)
-    opt = state.get("opt") or {}
-    opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt)
-    named = _from_folder_name(kind, run_dir.name)
+def _load_state(checkpoint_path: Path | None) -> dict[str, Any]:
+    """A checkpoint as a dict ({} when there is none or it cannot be read, with a warning)."""
+    if checkpoint_path is None:
+        return {}
+    try:
+        loaded = read_state(checkpoint_path)
+    except Exception as error:  # one unreadable file must not hide the other runs
+        print(f"summary: warning: cannot read '{checkpoint_path}' ({type(error).__name__}); using the folder "
+              "name and metrics.csv instead.", file=sys.stderr)
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
+
+def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], named: dict[str, Any],
+                      rows: list) -> tuple[str, str, str, list[float | None]]:
+    """(teacher arch, student arch, method, [gamma, alpha, beta]) of a run, from its options or folder name."""
     def pick(key: str, default: Any = None) -> Any:
         value = opt.get(key)
         return value if value is not None else named.get(key, default)
 
     if kind == "student":
-        teacher, student = pick("model_t", state.get("model_t", "?")), pick("model_s", "?")
-        method = pick("distill", "?")
         weights = [_number(pick(key)) for key in ("gamma", "alpha", "beta")]
-    elif kind == "vanilla":  # trained here, or a published checkpoint (no options, no metrics)
+        return str(pick("model_t", state.get("model_t", "?"))), str(pick("model_s", "?")), str(pick("distill", "?")), \
+            weights
+    if kind == "vanilla":  # trained here, or a published checkpoint (no options, no metrics)
         published = bool(state) and not rows and "opt" not in state
-        teacher, student = "-", pick("model", state.get("arch", "?"))
-        method = "published" if published else "vanilla"
-        weights = [None, None, None]
-    else:
-        source = _source_of(opt.get("path_s")) or _from_folder_name("student", named.get("source", ""))
-        teacher, student = source.get("model_t", "?"), pick("model_s", source.get("model_s", "?"))
-        method = source.get("distill", "?")
-        weights = [source.get(key) for key in ("gamma", "alpha", "beta")]
+        return "-", str(pick("model", state.get("arch", "?"))), "published" if published else "vanilla", [None] * 3
+    source = _source_of(opt.get("path_s")) or _from_folder_name("student", named.get("source", ""))
+    weights = [source.get(key) for key in ("gamma", "alpha", "beta")]
+    return str(source.get("model_t", "?")), str(pick("model_s", source.get("model_s", "?"))), \
+        str(source.get("distill", "?")), weights
 
+
+def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Epochs done and planned, best and last test accuracy, whether the checkpoint is mid-epoch."""
     stage_main = state.get("stage", "main") == "main"
     if state and "epoch" in state:
         epochs_done = int(state["epoch"]) if stage_main else 0
@@ -251,12 +303,50 @@ def read_run(run_dir: Path, kind: str) -> Run | None:
     else:
         last_acc = _number(state.get("accuracy"))
         best_acc = _number(state.get("best_acc", state.get("accuracy")))
-    return Run(kind=kind, path=run_dir, dataset=str(pick("dataset", "?")), teacher=str(teacher),
-               student=str(student), method=str(method), gamma=weights[0], alpha=weights[1], beta=weights[2],
-               trial=str(pick("trial", "0")), epochs_done=epochs_done,
-               epochs_planned=int(planned) if planned is not None else None, best_acc=best_acc, last_acc=last_acc,
-               teacher_acc=_number(state.get("teacher_acc")),
-               incomplete_checkpoint=bool(state) and (not stage_main or bool(state.get("partial"))), rows=rows)
+    return {"epochs_done": epochs_done, "epochs_planned": int(planned) if planned is not None else None,
+            "best_acc": best_acc, "last_acc": last_acc,
+            "incomplete_checkpoint": bool(state) and (not stage_main or bool(state.get("partial")))}
+
+
+def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings and teacher from its run record, else from its checkpoint's options; and the
+    settings its last checkpoint was trained with where they differ from the record's."""
+    record = read_run_record(run_dir)
+    teacher_acc = _number(state.get("teacher_acc"))
+    if record is None:
+        return {"settings": settings_from_options(opt), "recorded": False, "teacher_acc": teacher_acc,
+                "teacher_path": opt.get("path_t") or opt.get("path_s")}
+    teacher = record.get("teacher") or {}
+    settings = dict(record.get("settings") or {})
+    saved = state.get("run") if isinstance(state.get("run"), dict) else None
+    changed = []
+    if saved is not None:
+        changed = settings_differences(dict(saved.get("settings") or {}), settings)
+        saved_digest = (saved.get("teacher") or {}).get("digest")
+        if saved_digest != teacher.get("digest"):
+            changed.append(("teacher digest", saved_digest, teacher.get("digest")))
+    return {"settings": settings, "recorded": True, "settings_changed": changed,
+            "teacher_acc": teacher_acc if teacher_acc is not None else _number(teacher.get("accuracy")),
+            "teacher_digest": teacher.get("digest"), "teacher_path": teacher.get("path"),
+            "teacher_dataset": teacher.get("dataset")}
+
+
+def read_run(run_dir: Path, kind: str) -> Run | None:
+    """Read one run folder; None when it holds neither metrics nor a checkpoint."""
+    rows = read_metrics(run_dir / "metrics.csv")
+    checkpoint_path = _checkpoint_file(run_dir)
+    if not rows and checkpoint_path is None:
+        return None
+    state = _load_state(checkpoint_path)
+    opt = state.get("opt") or {}
+    opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt)
+    named = _from_folder_name(kind, run_dir.name)
+    teacher, student, method, weights = _what_was_trained(kind, state, opt, named, rows)
+    dataset = opt.get("dataset") or named.get("dataset", "?")
+    trial = opt.get("trial") if opt.get("trial") is not None else named.get("trial", "0")
+    return Run(kind=kind, path=run_dir, dataset=str(dataset), teacher=teacher, student=student, method=method,
+               gamma=weights[0], alpha=weights[1], beta=weights[2], trial=str(trial), rows=rows,
+               **_progress(state, opt, rows), **_provenance(run_dir, state, opt))
 
 
 def scan(save_folder: Path) -> list[Run]:
@@ -304,14 +394,53 @@ def is_canonical(method: str, gamma: float | None, alpha: float | None, beta: fl
     return alpha == cls.default_alpha or (cls.default_alpha == 0 and alpha == 1.0)
 
 
+def _folder_key(run: Run) -> tuple:
+    """What a run folder's name says apart from the trial."""
+    return run.kind, run.dataset, run.teacher, run.student, run.method, run.gamma, run.alpha, run.beta
+
+
 def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Pool runs that differ only in the trial; sorted as the paper tables are."""
-    groups: dict[tuple, list[Run]] = {}
+    """Pool finished runs that differ only in the trial: same folder name, same recorded settings (but
+    seed and trial), same teacher. Unfinished runs and runs resumed with other settings stay alone
+    (``Group.apart``). Groups of the same folder name are told apart by ``Group.distinct``; sorted as
+    the paper tables are."""
+    pooled: dict[tuple, list[list[Run]]] = {}
+    alone: list[Group] = []
     for run in runs:
-        key = (run.kind, run.dataset, run.teacher, run.student, run.method, run.gamma, run.alpha, run.beta)
-        groups.setdefault(key, []).append(run)
-    result = [Group(sorted(members, key=lambda r: _natural(r.trial))) for members in groups.values()]
-    return sorted(result, key=_group_order)
+        if run.apart_reason:
+            alone.append(Group([run], apart=run.apart_reason))
+            continue
+        candidates = pooled.setdefault(_folder_key(run), [])
+        home = next((members for members in candidates if members[0].teacher_identity == run.teacher_identity
+                     and same_settings(members[0].identity, run.identity)), None)
+        if home is None:
+            candidates.append([run])
+        else:
+            home.append(run)
+    groups = [Group(sorted(members, key=lambda r: _natural(r.trial)))
+              for candidates in pooled.values() for members in candidates] + alone
+    _name_distinctions(groups)
+    return sorted(groups, key=_group_order)
+
+
+def _name_distinctions(groups: list[Group]) -> None:
+    """Set ``distinct`` on groups that share a folder name but differ in recorded settings."""
+    by_name: dict[tuple, list[Group]] = {}
+    for group in groups:
+        by_name.setdefault(_folder_key(group.first), []).append(group)
+    for same_name in by_name.values():
+        compared = [_compared_settings(group.first) for group in same_name]
+        names = distinguishing_settings(compared)
+        for group, settings in zip(same_name, compared):
+            group.distinct = describe_settings(settings, names) if names else ""
+
+
+def _compared_settings(run: Run) -> dict[str, Any]:
+    """The identity settings, plus for a run without a teacher digest the teacher's measured accuracy
+    (the only trace of which teacher file a run from before the run record used)."""
+    if run.teacher_digest or run.teacher_acc is None:
+        return run.identity
+    return {**run.identity, "teacher accuracy": round(run.teacher_acc, 2)}
 
 
 def _natural(text: str) -> tuple:
@@ -331,7 +460,8 @@ def _column_order(column: str) -> tuple:
 def _group_order(group: Group) -> tuple:
     run = group.first
     return (KINDS.index(run.kind) if run.kind in KINDS else len(KINDS), run.dataset,
-            _pair_order(run.teacher, run.student), _column_order(group.column))
+            _pair_order(run.teacher, run.student), _column_order(group.weights_column), group.column,
+            bool(group.apart), run.teacher_identity or "", _natural(run.trial))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -351,12 +481,12 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _epochs(group: Group) -> str:
     planned = group.epochs_planned
-    return f"{group.epochs_done}/{planned if planned is not None else '?'}" + ("*" if group.unfinished else "")
+    return f"{group.epochs_done}/{planned if planned is not None else '?'}"
 
 
-CSV_COLUMNS = ["kind", "dataset", "teacher", "student", "method", "distill", "gamma", "alpha", "beta", "trials",
-               "trial_ids", "best_acc_mean", "best_acc_std", "last_acc_mean", "last_acc_std", "epochs_done",
-               "epochs_planned", "unfinished", "teacher_acc"]
+CSV_COLUMNS = ["kind", "dataset", "teacher", "student", "method", "distill", "gamma", "alpha", "beta", "settings",
+               "trials", "trial_ids", "best_acc_mean", "best_acc_std", "last_acc_mean", "last_acc_std",
+               "epochs_done", "epochs_planned", "unfinished", "listed_apart", "teacher_acc", "teacher_digest"]
 
 
 def _four(value: float | None) -> str:
@@ -364,7 +494,8 @@ def _four(value: float | None) -> str:
 
 
 def csv_rows(groups: list[Group]) -> list[dict[str, Any]]:
-    """One row per group (std empty for a single trial; accuracies with 4 decimals)."""
+    """One row per group (std empty for a single trial; accuracies with 4 decimals); ``settings`` names
+    what tells groups of the same name apart, ``listed_apart`` why a run was not averaged."""
     rows = []
     for group in groups:
         run = group.first
@@ -372,86 +503,138 @@ def csv_rows(groups: list[Group]) -> list[dict[str, Any]]:
         last, last_std = group.mean_std("last_acc")
         teacher_acc, _ = group.mean_std("teacher_acc")
         rows.append({"kind": run.kind, "dataset": run.dataset, "teacher": run.teacher, "student": run.student,
-                     "method": group.column, "distill": run.method, "gamma": _g_or_empty(run.gamma),
-                     "alpha": _g_or_empty(run.alpha), "beta": _g_or_empty(run.beta),
+                     "method": group.weights_column, "distill": run.method, "gamma": _g_or_empty(run.gamma),
+                     "alpha": _g_or_empty(run.alpha), "beta": _g_or_empty(run.beta), "settings": group.distinct,
                      "trials": len(group.runs), "trial_ids": " ".join(r.trial for r in group.runs),
                      "best_acc_mean": _four(best), "best_acc_std": _four(best_std), "last_acc_mean": _four(last),
                      "last_acc_std": _four(last_std), "epochs_done": group.epochs_done,
                      "epochs_planned": "" if group.epochs_planned is None else group.epochs_planned,
-                     "unfinished": int(group.unfinished), "teacher_acc": _four(teacher_acc)})
+                     "unfinished": int(group.unfinished), "listed_apart": group.apart,
+                     "teacher_acc": _four(teacher_acc), "teacher_digest": run.teacher_digest or ""})
     return rows
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _pivot_key(group: Group) -> tuple[str, str, str]:
+    """(teacher arch, teacher digest, student): one pivot row per teacher file used (runs without a
+    digest share a row; their teachers' accuracies tell their columns apart)."""
+    run = group.first
+    return run.teacher, run.teacher_digest or "", run.student
+
+
 def pivot(groups: list[Group], dataset: str) -> tuple[list[str], list[list[str]]]:
-    """Paper layout for ``dataset``: rows teacher -> student, columns T, S and the methods (mean best acc)."""
-    students = [g for g in groups if g.first.kind == "student" and g.first.dataset == dataset]
-    own = [g for g in groups if g.first.kind == "vanilla" and g.first.dataset == dataset]
-    vanilla = {g.first.student: g for g in own if g.first.method == "vanilla"}
-    published = {g.first.student: g for g in own if g.first.method == "published"}
-    columns = sorted({g.column for g in students}, key=_column_order)
-    pairs = sorted({(g.first.teacher, g.first.student) for g in students}, key=lambda p: _pair_order(*p))
+    """Paper layout for ``dataset``: rows teacher -> student (one per teacher used), columns T, S and the
+    methods (mean best acc of the averaged groups; runs listed apart are left out)."""
+    averaged = [g for g in groups if not g.apart and g.first.dataset == dataset]
+    students = [g for g in averaged if g.first.kind == "student"]
+    own = [g for g in averaged if g.first.kind == "vanilla"]
+    bases = {g.column: g.weights_column for g in students}
+    columns = sorted(bases, key=lambda column: (_column_order(bases[column]), column))
     rows = []
-    for teacher, student in pairs:
-        in_pair = [g for g in students if (g.first.teacher, g.first.student) == (teacher, student)]
-        teacher_accs = [r.teacher_acc for g in in_pair for r in g.runs if r.teacher_acc is not None]
-        teacher_cell = _fmt(statistics.fmean(teacher_accs)) if teacher_accs else \
-            _accuracy_cell(vanilla.get(teacher, published.get(teacher)))
-        cells = [f"{teacher} -> {student}", teacher_cell, _accuracy_cell(vanilla.get(student))]
-        by_column = {g.column: g for g in in_pair}
-        for column in columns:
-            cells.append(_accuracy_cell(by_column.get(column)))
-        rows.append(cells)
+    for key in sorted({_pivot_key(g) for g in students}, key=lambda k: (_pair_order(k[0], k[2]), k[1])):
+        in_row = [g for g in students if _pivot_key(g) == key]
+        teacher, _, student = key
+        digest = in_row[0].first.teacher_digest
+        teacher_accs = sorted({round(value, 2) for g in in_row for value in g.values("teacher_acc")})
+        teacher_acc = " / ".join(map(_fmt, teacher_accs)) if teacher_accs else _own_cell(own, teacher)
+        label = teacher_cell(teacher, digest, None)
+        by_column = {g.column: g for g in in_row}
+        rows.append([f"{label} -> {student}", teacher_acc, _own_cell(own, student),
+                     *(_accuracy_cell(by_column.get(column)) for column in columns)])
     return ["teacher -> student", "T", "S", *columns], rows
 
 
+def _own_cell(own: list[Group], model: str) -> str:
+    """The T or S cell from the teachers and students trained from scratch (or published checkpoints):
+    the trained groups' accuracies, each with its distinguishing settings when there are several."""
+    trained = [g for g in own if g.first.student == model and g.first.method == "vanilla"]
+    found = trained or [g for g in own if g.first.student == model and g.first.method == "published"]
+    if len(found) == 1:
+        return _accuracy_cell(found[0])
+    return " / ".join(f"{_accuracy_cell(g)} ({g.distinct or g.first.teacher_identity})" for g in found) or "-"
+
+
 def _accuracy_cell(group: Group | None) -> str:
-    if group is None:
-        return "-"
-    return _fmt(group.mean_std("best_acc")[0]) + ("*" if group.unfinished else "")
+    return "-" if group is None else _fmt(group.mean_std("best_acc")[0])
+
+
+def _numbers(group: Group) -> list[str]:
+    best, best_std = group.mean_std("best_acc")
+    last, last_std = group.mean_std("last_acc")
+    return [str(len(group.runs)), _fmt(best), _fmt(best_std), _fmt(last), _fmt(last_std), _epochs(group)]
+
+
+def _with_distinct(text: str, group: Group) -> str:
+    return f"{text} ({group.distinct})" if group.distinct else text
+
+
+KIND_TITLES = {"student": "Distillation runs", "vanilla": "Vanilla runs (teachers and students trained from scratch)",
+               "transfer": "Transfer runs (linear probe on the frozen distilled student)"}
+RUN_HEADER = ["dataset", "teacher", "student", "method", "r", "a", "b", "trials", "best", "best std", "last",
+              "last std", "epochs"]
+VANILLA_HEADER = ["dataset", "model", "source", "trials", "best", "best std", "last", "last std", "epochs"]
+
+
+def kind_table(groups: list[Group], kind: str) -> list[str]:
+    """The averaged groups of one kind: one row each, the teacher as arch, short digest and accuracy."""
+    rows = []
+    for group in groups:
+        run = group.first
+        if run.kind != kind or group.apart:
+            continue
+        if kind == "vanilla":
+            source = "published checkpoint" if run.method == "published" else "trained"
+            rows.append([run.dataset, _with_distinct(run.student, group), source, *_numbers(group)])
+        else:
+            rows.append([run.dataset, group.teacher_cell, run.student, _with_distinct(run.label, group),
+                         _g(run.gamma), _g(run.alpha), _g(run.beta), *_numbers(group)])
+    if not rows:
+        return []
+    return [f"## {KIND_TITLES[kind]}", ""] + markdown_table(VANILLA_HEADER if kind == "vanilla" else RUN_HEADER,
+                                                             rows) + [""]
+
+
+def apart_table(groups: list[Group]) -> list[str]:
+    """The runs not averaged with any other: unfinished, or resumed with different settings."""
+    rows = []
+    for group in groups:
+        if group.apart:
+            run = group.first
+            method = run.student if run.kind == "vanilla" else _with_distinct(run.label, group)
+            rows.append([run.kind, run.dataset, group.teacher_cell, run.student, method, run.trial,
+                         _fmt(run.best_acc), _fmt(run.last_acc), _epochs(group), group.apart])
+    if not rows:
+        return []
+    header = ["kind", "dataset", "teacher", "student", "method", "trial", "best", "last", "epochs", "why"]
+    return ["## Listed apart (not averaged): unfinished runs and runs resumed with other settings", ""] + \
+        markdown_table(header, rows) + [""]
+
+
+SUMMARY_INTRO = (
+    "Top-1 test accuracy (%), mean ± sample std (n-1) over trials ('-' for one trial). **best** is the best test "
+    "accuracy during training (what the CRD/DCD/RRD papers report, averaged over trials); **last** is the final "
+    "epoch's. *epochs* is completed/planned. Only finished runs with the same recorded settings (all but seed and "
+    "trial) and the same teacher file are averaged; where runs of one folder name differ, the settings that differ "
+    "follow the method's name. The teacher is shown as arch, short content digest and test accuracy. Unfinished "
+    "runs and runs resumed with other settings are listed apart.")
 
 
 def markdown(groups: list[Group], save_folder: Path) -> str:
-    """The whole summary.md: the pivot table per dataset, then every group per kind."""
-    lines = [f"# Results summary: `{save_folder}`", "",
-             "Top-1 test accuracy (%), mean ± sample std (n-1) over trials ('-' for one trial). **best** is the "
-             "best test accuracy during training (what the CRD/DCD/RRD papers report, averaged over trials); "
-             "**last** is the final epoch's. *epochs* is completed/planned; `*` marks a group with an unfinished "
-             "run.", ""]
-    datasets = sorted({g.first.dataset for g in groups if g.first.kind == "student"})
-    for dataset in datasets:
+    """The whole summary.md: the pivot table per dataset, every averaged group per kind, the runs apart."""
+    lines = [f"# Results summary: `{save_folder}`", "", SUMMARY_INTRO, ""]
+    for dataset in sorted({g.first.dataset for g in groups if g.first.kind == "student" and not g.apart}):
         header, rows = pivot(groups, dataset)
         lines += [f"## {dataset}: best test accuracy, teacher -> student (mean over trials)", "",
                   "T: the teacher's test accuracy; S: the student trained from scratch (vanilla runs).", ""]
-        lines += _markdown_table(header, rows) + [""]
-    titles = {"student": "Distillation runs", "vanilla": "Vanilla runs (teachers and students trained from scratch)",
-              "transfer": "Transfer runs (linear probe on the frozen distilled student)"}
+        lines += markdown_table(header, rows) + [""]
     for kind in KINDS:
-        members = [g for g in groups if g.first.kind == kind]
-        if not members:
-            continue
-        header = ["dataset", "teacher", "student", "method", "r", "a", "b", "trials", "best", "best std", "last",
-                  "last std", "epochs"]
-        if kind == "vanilla":
-            header = ["dataset", "model", "source", "trials", "best", "best std", "last", "last std", "epochs"]
-        rows = []
-        for group in members:
-            run = group.first
-            best, best_std = group.mean_std("best_acc")
-            last, last_std = group.mean_std("last_acc")
-            numbers = [str(len(group.runs)), _fmt(best), _fmt(best_std), _fmt(last), _fmt(last_std), _epochs(group)]
-            if kind == "vanilla":
-                source = "published checkpoint" if run.method == "published" else "trained"
-                rows.append([run.dataset, run.student, source, *numbers])
-            else:
-                rows.append([run.dataset, run.teacher, run.student, run.label, _g(run.gamma), _g(run.alpha),
-                             _g(run.beta), *numbers])
-        lines += [f"## {titles[kind]}", ""] + _markdown_table(header, rows) + [""]
-    return "\n".join(lines)
+        lines += kind_table(groups, kind)
+    return "\n".join(lines + apart_table(groups))
 
 
 # ---------------------------------------------------------------------------------------------------
