@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reporting.summary import Group, group_runs, main, pivot, scan, summarize
+from reporting.runs import Group, group_runs, scan
+from reporting.summary import main, pivot, summarize
 
 COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss", "best_acc",
            "epoch_seconds", "ce", "kl"]
