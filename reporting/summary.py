@@ -1,6 +1,6 @@
 """Summarise the runs under a save folder: mean ± std over trials, the paper-layout table, curves.
 
-    python -m reporting.summary save/ [--out DIR] [--format md|csv|both] [--plot]
+    python -m reporting.summary save/ [--out DIR] [--format md|csv|json|both|all] [--plot]
 
 Reads the runs with ``reporting.runs`` (finished runs with the same recorded settings and teacher,
 differing only in ``--trial``, are pooled; the others are listed apart). Writes ``summary.md`` / ``summary.csv`` (and ``plots/*.png`` with
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
 import statistics
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from helper.errors import UserError, report_user_errors
+from reporting import reproduction
 from reporting.run_settings import teacher_cell
 from reporting.runs import KINDS, Group, Run, column_order, group_runs, pair_order, plain_number, scan
 
@@ -183,14 +185,24 @@ SUMMARY_INTRO = (
     "runs and runs resumed with other settings are listed apart.")
 
 
-def markdown(groups: list[Group], save_folder: Path) -> str:
-    """The whole summary.md: the pivot table per dataset, every averaged group per kind, the runs apart."""
+def reproduction_section(compared: list[reproduction.Comparison]) -> list[str]:
+    """The reproduction table with how to read it ([] when no group has a published number)."""
+    if not compared:
+        return []
+    return ["## Reproduction: ours against the published numbers", "", reproduction.EXPLANATION, ""] + \
+        markdown_table(reproduction.MARKDOWN_HEADER, [reproduction.markdown_row(row) for row in compared]) + [""]
+
+
+def markdown(groups: list[Group], save_folder: Path, compared: list[reproduction.Comparison] | None = None) -> str:
+    """The whole summary.md: the pivot table per dataset, the reproduction table, every averaged group per
+    kind, the runs listed apart."""
     lines = [f"# Results summary: `{save_folder}`", "", SUMMARY_INTRO, ""]
     for dataset in sorted({g.first.dataset for g in groups if g.first.kind == "student" and not g.apart}):
         header, rows = pivot(groups, dataset)
         lines += [f"## {dataset}: best test accuracy, teacher -> student (mean over trials)", "",
                   "T: the teacher's test accuracy; S: the student trained from scratch (vanilla runs).", ""]
         lines += markdown_table(header, rows) + [""]
+    lines += reproduction_section(reproduction.comparisons(groups) if compared is None else compared)
     for kind in KINDS:
         lines += kind_table(groups, kind)
     return "\n".join(lines + apart_table(groups))
@@ -289,9 +301,14 @@ def _save(figure: Any, path: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------
 
+FORMATS = {"md": ("md",), "csv": ("csv",), "json": ("json",), "both": ("md", "csv"), "all": ("md", "csv", "json")}
+
+
 def summarize(save_folder: Path, out: Path | None = None, formats: str = "both",
               make_plots: bool = False) -> tuple[str, list[Path]]:
-    """Scan ``save_folder``, write the requested files into ``out``; return (markdown, files written)."""
+    """Scan ``save_folder``, write the requested files into ``out``; return (markdown, files written).
+    ``formats``: md (summary.md), csv (summary.csv, reproduction.csv), json (summary.json), both (md and
+    csv) or all."""
     save_folder = Path(save_folder)
     if not save_folder.is_dir():
         raise UserError(f"The save folder '{save_folder}' does not exist. Pass the --save_folder of your runs "
@@ -302,31 +319,46 @@ def summarize(save_folder: Path, out: Path | None = None, formats: str = "both",
                         "transfer/ for folders with metrics.csv or checkpoints).")
     out = Path(out) if out is not None else save_folder
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(groups, save_folder)
+    compared = reproduction.comparisons(groups)
+    text = markdown(groups, save_folder, compared)
     written = []
-    if formats in ("md", "both"):
+    if "md" in FORMATS[formats]:
         (out / "summary.md").write_text(text + "\n")
         written.append(out / "summary.md")
-    if formats in ("csv", "both"):
-        with open(out / "summary.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(csv_rows(groups))
-        written.append(out / "summary.csv")
+    if "csv" in FORMATS[formats]:
+        written.append(_write_csv(out / "summary.csv", CSV_COLUMNS, csv_rows(groups)))
+        written.append(_write_csv(out / "reproduction.csv", reproduction.COLUMNS,
+                                  [reproduction.csv_record(row) for row in compared]))
+    if "json" in FORMATS[formats]:
+        document = {"groups": csv_rows(groups), "reproduction": [reproduction.as_record(row) for row in compared]}
+        (out / "summary.json").write_text(json.dumps(document, indent=1) + "\n")
+        written.append(out / "summary.json")
     if make_plots:
-        written += plot(groups, out / "plots")
+        written += plot(groups, out / "plots") + reproduction.heat_maps(compared, out / "plots")
     return text, written
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> None:
-    """``python -m reporting.summary [save_folder] [--out DIR] [--format md|csv|both] [--plot]``."""
+    """``python -m reporting.summary [save_folder] [--out DIR] [--format md|csv|json|both|all] [--plot]``."""
     parser = argparse.ArgumentParser(prog="python -m reporting.summary",
-                                     description="Mean ± std over trials of every run under a save folder.")
+                                     description="Mean ± std over trials of every run under a save folder, and "
+                                                 "how they compare with the published numbers.")
     parser.add_argument("save_folder", nargs="?", default="./save", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="where summary.md/.csv go (default: the save folder)")
-    parser.add_argument("--format", choices=["md", "csv", "both"], default="both")
-    parser.add_argument("--plot", action="store_true", help="also write PNG curves into <out>/plots/")
+    parser.add_argument("--out", type=Path, default=None, help="where the files go (default: the save folder)")
+    parser.add_argument("--format", choices=list(FORMATS), default="both",
+                        help="md: summary.md; csv: summary.csv and reproduction.csv; json: summary.json (both "
+                             "tables); both: md and csv; all: md, csv and json")
+    parser.add_argument("--plot", action="store_true",
+                        help="also write PNG curves and the reproduction heat maps into <out>/plots/")
     args = parser.parse_args(argv)
     text, written = summarize(args.save_folder, args.out, args.format, args.plot)
     print(text)

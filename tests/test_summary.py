@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scipy import stats
 
 from reporting.runs import Group, group_runs, scan
 from reporting.summary import main, pivot, summarize
@@ -181,7 +182,7 @@ def test_plot_writes_pngs(outputs) -> None:
 
 def test_cli_formats_and_errors(save: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main([str(save), "--out", str(tmp_path / "csv_only"), "--format", "csv"])
-    assert sorted(p.name for p in (tmp_path / "csv_only").iterdir()) == ["summary.csv"]
+    assert sorted(p.name for p in (tmp_path / "csv_only").iterdir()) == ["reproduction.csv", "summary.csv"]
     assert "| DCD |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nowhere")])
@@ -298,3 +299,48 @@ def test_unfinished_and_resumed_with_other_settings_are_listed_apart(tmp_path: P
     assert listed[5].endswith("| KD | 4 | 63.00 | 63.00 | 1/3 | unfinished (1/3 epochs) |")
     pivot_line = next(line for line in text.splitlines() if line.startswith("| resnet32x4 a1a1a1a1 -> resnet8x4"))
     assert pivot_line == "| resnet32x4 a1a1a1a1 -> resnet8x4 | 79.42 | - | 72.50 |"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the reproduction table
+
+def test_reproduction_table_in_every_format(tmp_path: Path) -> None:
+    save = tmp_path / "save"
+    for trial, best in enumerate([76.0, 76.5, 77.0], 1):  # mean 76.5, std 0.5: interval 76.5 -+ 1.242
+        kd_run(save, trial, [best - 1, best], epochs=240)
+    kd_run(save, 4, [60.0, 61.0])  # 2 epochs: a group of its own
+    main([str(save), "--out", str(tmp_path / "out"), "--format", "all", "--plot"])
+    out = tmp_path / "out"
+    with open(out / "reproduction.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    teacher, other, kd = rows
+    assert kd["pair"] == "resnet32x4 a1a1a1a1 -> resnet8x4"
+    assert (teacher["pair"], teacher["method"], teacher["published"], teacher["best_mean"]) == \
+        ("resnet32x4 a1a1a1a1", "teacher (used)", "79.4200", "79.4200")
+    assert teacher["protocol"] == "" and teacher["verdict"] == "n too small"
+    assert (kd["method"], kd["n"], kd["best_mean"], kd["best_std"], kd["best_min"], kd["best_max"]) == \
+        ("KD (epochs=240)", "3", "76.5000", "0.5000", "76.0000", "77.0000")
+    low = 76.5 - stats.t.ppf(0.975, 2) * 0.5 / 3 ** 0.5
+    assert float(kd["interval_low"]) == pytest.approx(low, abs=1e-4) and kd["difference"] == "3.1700"
+    assert kd["verdict"] == "ours higher" and kd["protocol"] == ""  # 73.33 < 75.26
+    assert other["protocol"] == "epochs 2 (published 240)" and other["verdict"] == "n too small"
+    document = json.loads((out / "summary.json").read_text())
+    assert [row["method"] for row in document["reproduction"]] == [row["method"] for row in rows]
+    assert document["reproduction"][2]["interval_low"] == pytest.approx(low)
+    assert document["reproduction"][0]["best_std"] is None and document["groups"][0]["method"] == "KD"
+    text = (out / "summary.md").read_text()
+    assert (f"| cifar100 | resnet32x4 a1a1a1a1 -> resnet8x4 | KD (epochs=240) | 73.33 | 76.50 ± 0.50 (3) | 76.00-77.00 | "
+            f"76.50 ± 0.50 | +3.17 | [{low:.2f}, {153 - low:.2f}] | ours higher | as published |") in text
+    assert (out / "plots" / "reproduction_cifar100.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_without_a_published_number_have_no_reproduction_row(tmp_path: Path) -> None:
+    student_run(tmp_path, "kd", "resnet8", "resnet8", 0.1, 0.9, 0, 1, [10.0, 12.0])          # no published pair
+    student_run(tmp_path, "kdsvd", "resnet20", "resnet56", 1, 0, 1, 1, [60.0, 61.0], teacher_acc=72.0)  # none for kdsvd
+    text, written = summarize(tmp_path, tmp_path / "out", "all", make_plots=True)
+    with open(tmp_path / "out" / "reproduction.csv", newline="") as handle:
+        (teacher,) = list(csv.DictReader(handle))  # only the resnet56 teacher, against the CRD paper's 72.34
+    assert (teacher["pair"], teacher["published"], teacher["difference"]) == ("resnet56", "72.3400", "-0.3400")
+    assert teacher["protocol"] == "teacher file unknown"
+    assert "| cifar100 | resnet56 | teacher (used) | 72.34 | 72.00 (1) |" in text
+    assert not list((tmp_path / "out" / "plots").glob("reproduction_*.png"))  # no student against a published one
