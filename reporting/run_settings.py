@@ -40,8 +40,21 @@ def read_run_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def settings_from_options(opt: dict[str, Any]) -> dict[str, Any]:
-    """A run's training settings from the options saved in its checkpoint (runs without a record)."""
-    return {key: value for key, value in opt.items() if key not in NOT_TRAINING_OPTIONS}
+    """A run's training settings from the options saved in its checkpoint (runs without a record): all
+    but the options that do not affect training and, for a distillation run, the other methods' flags."""
+    unused = _other_methods_flags(opt.get("distill"))
+    return {key: value for key, value in opt.items() if key not in NOT_TRAINING_OPTIONS and key not in unused}
+
+
+def _other_methods_flags(method_key: Any) -> set[str]:
+    """Option names declared only by methods other than ``method_key`` (KD's flags, used by every
+    method's KD term, are kept); empty for an unknown method."""
+    from distiller_zoo import METHODS
+
+    if method_key not in METHODS:
+        return set()
+    used = {flag.name.lstrip("-") for key in (method_key, "kd") for flag in METHODS[key].flags}
+    return {flag.name.lstrip("-") for method in METHODS.values() for flag in method.flags} - used
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -200,16 +200,21 @@ def test_cli_formats_and_errors(save: Path, tmp_path: Path, capsys: pytest.Captu
 TEACHER_A, TEACHER_B = "a1" * 8, "b2" * 8
 
 
+WEIGHTS = {"kd": (0.1, 0.9, 0.0), "dkd": (1.0, 0.0, 1.0)}
+
+
 def kd_run(save: Path, trial: int, accuracies: list[float], recorded: bool = True, teacher: str = TEACHER_A,
-           teacher_acc: float = 79.42, saved: dict | None = None, planned: int | None = None, **changes) -> Path:
-    """A KD resnet32x4 -> resnet8x4 run; ``changes`` override its settings. ``recorded``: with run.json
-    and a 'run' entry in the checkpoint (``saved``: other settings in that entry); else the checkpoint's
-    options only, as runs from before the run record."""
-    settings = {"distill": "kd", "dataset": "cifar100", "model_s": "resnet8x4", "gamma": 0.1, "alpha": 0.9,
-                "beta": 0.0, "kd_T": 4.0, "dkd_beta": 8.0, "logit_stand": False, "epochs": planned or len(accuracies),
+           teacher_acc: float = 79.42, saved: dict | None = None, planned: int | None = None, distill: str = "kd",
+           **changes) -> Path:
+    """A KD (or ``distill``) resnet32x4 -> resnet8x4 run; ``changes`` override its settings. ``recorded``:
+    with run.json and a 'run' entry in the checkpoint (``saved``: other settings in that entry); else the
+    checkpoint's options only, as runs from before the run record."""
+    gamma, alpha, beta = WEIGHTS[distill]
+    settings = {"distill": distill, "dataset": "cifar100", "model_s": "resnet8x4", "gamma": gamma, "alpha": alpha,
+                "beta": beta, "kd_T": 4.0, "dkd_beta": 8.0, "logit_stand": False, "epochs": planned or len(accuracies),
                 "learning_rate": 0.05, "batch_size": 64, "seed": trial, "trial": str(trial), **changes}
-    run_dir = student_run(save, "kd", "resnet8x4", "resnet32x4", 0.1, 0.9, 0, trial, accuracies, planned=planned,
-                          teacher_acc=teacher_acc)
+    run_dir = student_run(save, distill, "resnet8x4", "resnet32x4", gamma, alpha, beta, trial, accuracies,
+                          planned=planned, teacher_acc=teacher_acc)
     checkpoint = run_dir / "resnet8x4_last.pth"
     state = torch.load(checkpoint, weights_only=True)
     if recorded:
@@ -227,7 +232,7 @@ def kd_run(save: Path, trial: int, accuracies: list[float], recorded: bool = Tru
 
 
 def kd_groups(save: Path) -> list[Group]:
-    return [group for group in group_runs(scan(save)) if group.first.method == "kd"]
+    return [group for group in group_runs(scan(save)) if group.first.kind == "student"]
 
 
 def test_runs_of_different_teachers_are_not_averaged(tmp_path: Path) -> None:
@@ -268,18 +273,28 @@ def test_one_epoch_and_three_epoch_runs_are_split(tmp_path: Path, recorded: bool
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["run_record", "checkpoint_options"])
-@pytest.mark.parametrize("changes, suffix", [({"kd_T": 2.0}, "kd_T=2"), ({"dkd_beta": 6.0}, "dkd_beta=6"),
-                                             ({"logit_stand": True}, "logit_stand=True"),
-                                             ({"learning_rate": 0.01, "kd_T": 2.0}, "kd_T=2, learning_rate=0.01")])
-def test_a_flag_not_in_the_folder_name_splits(tmp_path: Path, recorded: bool, changes: dict, suffix: str) -> None:
-    kd_run(tmp_path, 1, [60.0], recorded=recorded)
-    kd_run(tmp_path, 2, [62.0], recorded=recorded)  # another seed and trial: pooled with the first
-    kd_run(tmp_path, 3, [70.0], recorded=recorded, **changes)
+@pytest.mark.parametrize("distill, changes, suffix", [
+    ("kd", {"kd_T": 2.0}, "kd_T=2"), ("dkd", {"dkd_beta": 6.0}, "dkd_beta=6"),
+    ("kd", {"logit_stand": True}, "logit_stand=True"),
+    ("kd", {"learning_rate": 0.01, "kd_T": 2.0}, "kd_T=2, learning_rate=0.01")])
+def test_a_flag_not_in_the_folder_name_splits(tmp_path: Path, recorded: bool, distill: str, changes: dict,
+                                              suffix: str) -> None:
+    kd_run(tmp_path, 1, [60.0], recorded=recorded, distill=distill)
+    kd_run(tmp_path, 2, [62.0], recorded=recorded, distill=distill)  # another seed and trial: pooled
+    kd_run(tmp_path, 3, [70.0], recorded=recorded, distill=distill, **changes)
     default, changed = sorted(kd_groups(tmp_path), key=lambda g: len(g.runs), reverse=True)
     assert [r.trial for r in default.runs] == ["1", "2"] and [r.trial for r in changed.runs] == ["3"]
-    assert changed.distinct == suffix and changed.column == f"KD ({suffix})"
+    label = "KD" if distill == "kd" else "DKD"
+    assert changed.distinct == suffix and changed.column == f"{label} ({suffix})"
     assert default.distinct == suffix.replace("kd_T=2", "kd_T=4").replace("dkd_beta=6", "dkd_beta=8").replace(
         "logit_stand=True", "logit_stand=False").replace("learning_rate=0.01", "learning_rate=0.05")
+
+
+def test_another_methods_flag_does_not_split_runs_without_a_record(tmp_path: Path) -> None:
+    kd_run(tmp_path, 1, [60.0], recorded=False)
+    kd_run(tmp_path, 2, [62.0], recorded=False, dkd_beta=6.0)  # saved in the options, unused by KD
+    (group,) = kd_groups(tmp_path)
+    assert [r.trial for r in group.runs] == ["1", "2"] and group.distinct == ""
 
 
 def test_unfinished_and_resumed_with_other_settings_are_listed_apart(tmp_path: Path) -> None:
