@@ -258,16 +258,17 @@ def heat_maps(rows: list[Comparison], folder: Path) -> list[Path]:
         for (method, pair), row in cells.items():
             grid[methods.index(method), pairs.index(pair)] = row.difference
         limit = max(float(np.nanmax(np.abs(grid))), 0.5)
-        figure, axis = plt.subplots(figsize=(2.2 * len(pairs) + 3, 0.5 * len(methods) + 2))
+        figure, axis = plt.subplots(figsize=(max(2.2 * len(pairs) + 3, 6.5), 0.5 * len(methods) + 2))
         image = axis.imshow(np.ma.masked_invalid(grid), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         for (method, pair), row in cells.items():
             mark = "*" if row.protocol else ""
             axis.text(pairs.index(pair), methods.index(method), f"{row.difference:+.2f}{mark}\nn={row.n}",
-                      ha="center", va="center", fontsize=8)
+                      ha="center", va="center", fontsize=8,
+                      color="white" if abs(row.difference) > 0.6 * limit else "black")
         axis.set_xticks(range(len(pairs)), pairs, rotation=20, ha="right", fontsize=8)
         axis.set_yticks(range(len(methods)), methods, fontsize=8)
         figure.colorbar(image, ax=axis, label="ours - published (points)")
-        axis.set_title(f"{dataset}: best test top-1, ours minus published (* settings differ from the paper's)",
+        axis.set_title(f"{dataset}: best test top-1, ours minus published\n(* our settings differ from the paper's)",
                        fontsize=9)
         figure.tight_layout()
         path = folder / f"reproduction_{dataset}.png"
