@@ -16,7 +16,7 @@ import train_teacher
 from dataset import DatasetError, load_dataset, make_loaders
 from dataset import cifar10
 from datagen import write_cifar10
-from reporting.summary import scan
+from reporting.runs import scan
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 # --flags the README mentions that belong to other programs than the entry scripts: the
 # repository's own modules (checked below) or outside tools
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
+                  "--format": "reporting/summary.py",
                   "--write": "reporting/method_table.py"}
 
 

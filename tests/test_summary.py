@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from scipy import stats
 
-from reporting.summary import main, summarize
+from reporting.runs import Group, group_runs, scan
+from reporting.summary import main, pivot, summarize
 
 COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss", "best_acc",
            "epoch_seconds", "ce", "kl"]
@@ -117,14 +120,16 @@ def test_csv_mean_and_sample_std_over_trials(outputs) -> None:
     assert crd["best_acc_mean"] == "75.0000" and crd["best_acc_std"] == "" and crd["last_acc_mean"] == "74.7500"
 
 
-def test_unfinished_run_is_flagged(outputs) -> None:
+def test_unfinished_run_is_listed_apart(outputs) -> None:
     _, text, rows = outputs
-    dcd = _row(rows, method="DCD")
-    assert dcd["trials"] == "2" and dcd["unfinished"] == "1"
-    assert dcd["epochs_done"] == "2" and dcd["epochs_planned"] == "3"
-    assert dcd["best_acc_mean"] == "74.2500" and dcd["best_acc_std"] == "0.3536"
-    line = next(line for line in text.splitlines() if "| resnet8x4 | DCD |" in line)
-    assert line.endswith("| 2 | 74.25 | 0.35 | 73.75 | 1.06 | 2/3* |")
+    finished = _row(rows, method="DCD", listed_apart="")
+    assert finished["trials"] == "1" and finished["trial_ids"] == "1" and finished["best_acc_mean"] == "74.0000"
+    unfinished = _row(rows, method="DCD", unfinished="1")
+    assert unfinished["trial_ids"] == "2" and unfinished["listed_apart"] == "unfinished (2/3 epochs)"
+    assert unfinished["epochs_done"] == "2" and unfinished["epochs_planned"] == "3"
+    apart = text[text.index("## Listed apart"):]
+    assert "| student | cifar100 | resnet32x4 (79.42) | resnet8x4 | DCD | 2 | 74.50 | 74.50 | 2/3 | unfinished " \
+           "(2/3 epochs) |" in apart
 
 
 def test_run_without_checkpoint_is_read_from_its_folder_name(outputs) -> None:
@@ -138,7 +143,7 @@ def test_run_without_checkpoint_is_read_from_its_folder_name(outputs) -> None:
 def test_markdown_single_trial_has_dash_for_std(outputs) -> None:
     _, text, _ = outputs
     line = next(line for line in text.splitlines() if "| resnet8x4 | CRD+KD |" in line)
-    assert line == "| cifar100 | resnet32x4 | resnet8x4 | CRD+KD | 1 | 1 | 0.8 | 1 | 75.00 | - | 74.75 | - | 3/3 |"
+    assert line == "| cifar100 | resnet32x4 (79.42) | resnet8x4 | CRD+KD | 1 | 1 | 0.8 | 1 | 75.00 | - | 74.75 | - | 3/3 |"
     assert "what the CRD/DCD/RRD papers report" in text
 
 
@@ -147,7 +152,7 @@ def test_pivot_table_in_paper_layout(outputs) -> None:
     lines = text.splitlines()
     start = lines.index("| teacher -> student | T | S | KD | CRD+KD | RRD | DCD | KD (r=1,a=1,b=0) |")
     assert lines[start + 2] == "| resnet56 -> resnet20 | 72.34 | - | 70.50 | - | - | - | - |"
-    assert lines[start + 3] == "| resnet32x4 -> resnet8x4 | 79.42 | 72.75 | 73.67 | 75.00 | 74.00 | 74.25* | 61.00 |"
+    assert lines[start + 3] == "| resnet32x4 -> resnet8x4 | 79.42 | 72.75 | 73.67 | 75.00 | 74.00 | 74.00 | 61.00 |"
     assert lines[start + 4] == ""
 
 
@@ -177,7 +182,7 @@ def test_plot_writes_pngs(outputs) -> None:
 
 def test_cli_formats_and_errors(save: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main([str(save), "--out", str(tmp_path / "csv_only"), "--format", "csv"])
-    assert sorted(p.name for p in (tmp_path / "csv_only").iterdir()) == ["summary.csv"]
+    assert sorted(p.name for p in (tmp_path / "csv_only").iterdir()) == ["reproduction.csv", "summary.csv"]
     assert "| DCD |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nowhere")])
@@ -187,3 +192,170 @@ def test_cli_formats_and_errors(save: Path, tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "No runs found" in " ".join(capsys.readouterr().err.split())
+
+
+# ---------------------------------------------------------------------------------------------------
+# grouping by the recorded settings (run.json) and, for older runs, by the checkpoint's options
+
+TEACHER_A, TEACHER_B = "a1" * 8, "b2" * 8
+
+
+WEIGHTS = {"kd": (0.1, 0.9, 0.0), "dkd": (1.0, 0.0, 1.0)}
+
+
+def kd_run(save: Path, trial: int, accuracies: list[float], recorded: bool = True, teacher: str = TEACHER_A,
+           teacher_acc: float = 79.42, saved: dict | None = None, planned: int | None = None, distill: str = "kd",
+           **changes) -> Path:
+    """A KD (or ``distill``) resnet32x4 -> resnet8x4 run; ``changes`` override its settings. ``recorded``:
+    with run.json and a 'run' entry in the checkpoint (``saved``: other settings in that entry); else the
+    checkpoint's options only, as runs from before the run record."""
+    gamma, alpha, beta = WEIGHTS[distill]
+    settings = {"distill": distill, "dataset": "cifar100", "model_s": "resnet8x4", "gamma": gamma, "alpha": alpha,
+                "beta": beta, "kd_T": 4.0, "dkd_beta": 8.0, "logit_stand": False, "epochs": planned or len(accuracies),
+                "learning_rate": 0.05, "batch_size": 64, "seed": trial, "trial": str(trial), **changes}
+    run_dir = student_run(save, distill, "resnet8x4", "resnet32x4", gamma, alpha, beta, trial, accuracies,
+                          planned=planned, teacher_acc=teacher_acc)
+    checkpoint = run_dir / "resnet8x4_last.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    if recorded:
+        teacher_entry = {"path": f"save/models/resnet32x4_{teacher[:4]}/ckpt_epoch_240.pth", "digest": teacher,
+                         "arch": "resnet32x4", "dataset": None, "num_classes": 100, "accuracy": teacher_acc}
+        record = {"format": 1, "script": "train_student", "settings": settings, "teacher": teacher_entry,
+                  "data": {"train": 50000, "test": 10000, "num_classes": 100}, "code_version": "unknown"}
+        (run_dir / "run.json").write_text(json.dumps(record))
+        state["run"] = {**record, "settings": {**settings, **(saved or {})}}
+    else:  # the options a run saves hold paths and speed switches too: they must not split a group
+        state["opt"] = {**settings, "model_t": "resnet32x4", "save_folder": f"/scratch/{trial}", "num_workers": trial,
+                        "path_t": f"teacher_{trial}.pth", "print_freq": 10 * trial}
+    torch.save(state, checkpoint)
+    return run_dir
+
+
+def kd_groups(save: Path) -> list[Group]:
+    return [group for group in group_runs(scan(save)) if group.first.kind == "student"]
+
+
+def test_runs_of_different_teachers_are_not_averaged(tmp_path: Path) -> None:
+    for trial, (teacher, accuracy) in enumerate([(TEACHER_A, 26.0), (TEACHER_A, 26.0), (TEACHER_B, 98.0)], 1):
+        kd_run(tmp_path, trial, [50.0 + trial], teacher=teacher, teacher_acc=accuracy)
+    first, second = kd_groups(tmp_path)
+    assert [r.trial for r in first.runs] == ["1", "2"] and [r.trial for r in second.runs] == ["3"]
+    assert (first.teacher_cell, second.teacher_cell) == ("resnet32x4 a1a1a1a1 (26.00)", "resnet32x4 b2b2b2b2 (98.00)")
+    header, rows = pivot(group_runs(scan(tmp_path)), "cifar100")
+    assert header[3:] == ["KD"]
+    assert rows == [["resnet32x4 a1a1a1a1 -> resnet8x4", "26.00", "-", "51.50"],
+                    ["resnet32x4 b2b2b2b2 -> resnet8x4", "98.00", "-", "53.00"]]
+
+
+def test_runs_without_a_record_of_different_teachers_are_not_averaged(tmp_path: Path) -> None:
+    for trial, accuracy in enumerate([26.0, 98.0], 1):
+        kd_run(tmp_path, trial, [50.0 + trial], recorded=False, teacher_acc=accuracy)
+    groups = kd_groups(tmp_path)
+    assert [(g.distinct, len(g.runs)) for g in groups] == [("teacher accuracy=26", 1), ("teacher accuracy=98", 1)]
+    _, rows = pivot(group_runs(scan(tmp_path)), "cifar100")
+    assert rows == [["resnet32x4 -> resnet8x4", "26.00 / 98.00", "-", "51.00", "52.00"]]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["run_record", "checkpoint_options"])
+def test_one_epoch_and_three_epoch_runs_are_split(tmp_path: Path, recorded: bool) -> None:
+    kd_run(tmp_path, 1, [60.0], recorded=recorded)
+    kd_run(tmp_path, 2, [61.0], recorded=recorded)
+    kd_run(tmp_path, 3, [60.0, 70.0, 72.0], recorded=recorded)
+    one, three = sorted(kd_groups(tmp_path), key=lambda g: len(g.runs[0].rows))
+    assert (one.distinct, [r.trial for r in one.runs], one.mean_std("best_acc")[0]) == ("epochs=1", ["1", "2"], 60.5)
+    assert (three.distinct, [r.trial for r in three.runs]) == ("epochs=3", ["3"])
+    assert (one.column, three.column) == ("KD (epochs=1)", "KD (epochs=3)")
+    text, _ = summarize(tmp_path, tmp_path / "out", "csv")
+    teacher = "resnet32x4 a1a1a1a1 (79.42)" if recorded else "resnet32x4 (79.42)"
+    assert f"| cifar100 | {teacher} | resnet8x4 | KD (epochs=1) | 0.1 | 0.9 | 0 | 2 | 60.50 |" in text
+    with open(tmp_path / "out" / "summary.csv", newline="") as handle:
+        assert sorted(row["settings"] for row in csv.DictReader(handle)) == ["epochs=1", "epochs=3"]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["run_record", "checkpoint_options"])
+@pytest.mark.parametrize("distill, changes, suffix", [
+    ("kd", {"kd_T": 2.0}, "kd_T=2"), ("dkd", {"dkd_beta": 6.0}, "dkd_beta=6"),
+    ("kd", {"logit_stand": True}, "logit_stand=True"),
+    ("kd", {"learning_rate": 0.01, "kd_T": 2.0}, "kd_T=2, learning_rate=0.01")])
+def test_a_flag_not_in_the_folder_name_splits(tmp_path: Path, recorded: bool, distill: str, changes: dict,
+                                              suffix: str) -> None:
+    kd_run(tmp_path, 1, [60.0], recorded=recorded, distill=distill)
+    kd_run(tmp_path, 2, [62.0], recorded=recorded, distill=distill)  # another seed and trial: pooled
+    kd_run(tmp_path, 3, [70.0], recorded=recorded, distill=distill, **changes)
+    default, changed = sorted(kd_groups(tmp_path), key=lambda g: len(g.runs), reverse=True)
+    assert [r.trial for r in default.runs] == ["1", "2"] and [r.trial for r in changed.runs] == ["3"]
+    label = "KD" if distill == "kd" else "DKD"
+    assert changed.distinct == suffix and changed.column == f"{label} ({suffix})"
+    assert default.distinct == suffix.replace("kd_T=2", "kd_T=4").replace("dkd_beta=6", "dkd_beta=8").replace(
+        "logit_stand=True", "logit_stand=False").replace("learning_rate=0.01", "learning_rate=0.05")
+
+
+def test_another_methods_flag_does_not_split_runs_without_a_record(tmp_path: Path) -> None:
+    kd_run(tmp_path, 1, [60.0], recorded=False)
+    kd_run(tmp_path, 2, [62.0], recorded=False, dkd_beta=6.0)  # saved in the options, unused by KD
+    (group,) = kd_groups(tmp_path)
+    assert [r.trial for r in group.runs] == ["1", "2"] and group.distinct == ""
+
+
+def test_unfinished_and_resumed_with_other_settings_are_listed_apart(tmp_path: Path) -> None:
+    kd_run(tmp_path, 1, [60.0, 70.0, 72.0])
+    kd_run(tmp_path, 2, [61.0, 71.0, 73.0])
+    kd_run(tmp_path, 3, [62.0, 72.0, 74.0], saved={"epochs": 1})  # its checkpoint was trained for 1 epoch
+    kd_run(tmp_path, 4, [63.0], planned=3)                         # stopped after 1 of 3 epochs
+    groups = kd_groups(tmp_path)
+    averaged = [g for g in groups if not g.apart]
+    assert len(averaged) == 1 and [r.trial for r in averaged[0].runs] == ["1", "2"]
+    assert averaged[0].distinct == "" and averaged[0].mean_std("best_acc")[0] == 72.5
+    apart = {g.first.trial: g.apart for g in groups if g.apart}
+    assert apart == {"3": "resumed with different settings (epochs 1 -> 3)", "4": "unfinished (1/3 epochs)"}
+    text, _ = summarize(tmp_path, tmp_path / "out", "md")
+    listed = text[text.index("## Listed apart"):].splitlines()
+    assert listed[4].startswith("| student | cifar100 | resnet32x4 a1a1a1a1 (79.42) | resnet8x4 | KD | 3 | 74.00 |")
+    assert listed[5].endswith("| KD | 4 | 63.00 | 63.00 | 1/3 | unfinished (1/3 epochs) |")
+    pivot_line = next(line for line in text.splitlines() if line.startswith("| resnet32x4 a1a1a1a1 -> resnet8x4"))
+    assert pivot_line == "| resnet32x4 a1a1a1a1 -> resnet8x4 | 79.42 | - | 72.50 |"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the reproduction table
+
+def test_reproduction_table_in_every_format(tmp_path: Path) -> None:
+    save = tmp_path / "save"
+    for trial, best in enumerate([76.0, 76.5, 77.0], 1):  # mean 76.5, std 0.5: interval 76.5 -+ 1.242
+        kd_run(save, trial, [best - 1, best], epochs=240)
+    kd_run(save, 4, [60.0, 61.0])  # 2 epochs: a group of its own
+    main([str(save), "--out", str(tmp_path / "out"), "--format", "all", "--plot"])
+    out = tmp_path / "out"
+    with open(out / "reproduction.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    teacher, other, kd = rows
+    assert kd["pair"] == "resnet32x4 a1a1a1a1 -> resnet8x4"
+    assert (teacher["pair"], teacher["method"], teacher["published"], teacher["best_mean"]) == \
+        ("resnet32x4 a1a1a1a1", "teacher (used)", "79.4200", "79.4200")
+    assert teacher["protocol"] == "" and teacher["verdict"] == "n too small"
+    assert (kd["method"], kd["n"], kd["best_mean"], kd["best_std"], kd["best_min"], kd["best_max"]) == \
+        ("KD (epochs=240)", "3", "76.5000", "0.5000", "76.0000", "77.0000")
+    low = 76.5 - stats.t.ppf(0.975, 2) * 0.5 / 3 ** 0.5
+    assert float(kd["interval_low"]) == pytest.approx(low, abs=1e-4) and kd["difference"] == "3.1700"
+    assert kd["verdict"] == "ours higher" and kd["protocol"] == ""  # 73.33 < 75.26
+    assert other["protocol"] == "epochs 2 (published 240)" and other["verdict"] == "n too small"
+    document = json.loads((out / "summary.json").read_text())
+    assert [row["method"] for row in document["reproduction"]] == [row["method"] for row in rows]
+    assert document["reproduction"][2]["interval_low"] == pytest.approx(low)
+    assert document["reproduction"][0]["best_std"] is None and document["groups"][0]["method"] == "KD"
+    text = (out / "summary.md").read_text()
+    assert (f"| cifar100 | resnet32x4 a1a1a1a1 -> resnet8x4 | KD (epochs=240) | 73.33 | 76.50 ± 0.50 (3) | 76.00-77.00 | "
+            f"76.50 ± 0.50 | +3.17 | [{low:.2f}, {153 - low:.2f}] | ours higher | as published |") in text
+    assert (out / "plots" / "reproduction_cifar100.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_without_a_published_number_have_no_reproduction_row(tmp_path: Path) -> None:
+    student_run(tmp_path, "kd", "resnet8", "resnet8", 0.1, 0.9, 0, 1, [10.0, 12.0])          # no published pair
+    student_run(tmp_path, "kdsvd", "resnet20", "resnet56", 1, 0, 1, 1, [60.0, 61.0], teacher_acc=72.0)  # none for kdsvd
+    text, written = summarize(tmp_path, tmp_path / "out", "all", make_plots=True)
+    with open(tmp_path / "out" / "reproduction.csv", newline="") as handle:
+        (teacher,) = list(csv.DictReader(handle))  # only the resnet56 teacher, against the CRD paper's 72.34
+    assert (teacher["pair"], teacher["published"], teacher["difference"]) == ("resnet56", "72.3400", "-0.3400")
+    assert teacher["protocol"] == "teacher file unknown"
+    assert "| cifar100 | resnet56 | teacher (used) | 72.34 | 72.00 (1) |" in text
+    assert not list((tmp_path / "out" / "plots").glob("reproduction_*.png"))  # no student against a published one

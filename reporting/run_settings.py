@@ -1,0 +1,107 @@
+"""What a run was trained with, as the results summary compares runs: its recorded settings and teacher.
+
+A run folder written by the entry scripts holds ``run.json`` (the run record: ``settings``, every flag
+value that affects training; ``teacher``, the teacher checkpoint's digest, arch and accuracy), and each
+of its checkpoints carries the same dict under ``'run'``. Runs from before the record have neither: their
+settings are read from the checkpoint's saved options (``'opt'``), minus the options that do not change
+what is trained (output paths, logging and speed switches).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# settings that tell the trials of one experiment apart: they never split a group
+IDENTITY_EXCLUDED = frozenset({"seed", "trial"})
+# saved options (checkpoint 'opt') that do not affect training: paths, logging, speed switches, and the
+# names RepDistiller derived from the folder (they contain the trial)
+NOT_TRAINING_OPTIONS = frozenset({
+    "save_folder", "data_folder", "path_t", "path_s", "print_freq", "tb_freq", "save_freq", "num_workers", "device",
+    "resume", "print_run_dir", "no_progress", "compile", "channels_last", "loader", "decode", "model_path",
+    "tb_path", "model_name", "tb_folder", "save_path", "lr_decay_epochs_list", "teacher_state", "given_flags"})
+SHORT_DIGEST = 8
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run record ``<run_dir>/run.json`` as a dict; None for runs made before it existed (or when
+    the file cannot be read, with a warning)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"summary: warning: cannot read '{path}' ({error}); the run is compared by its checkpoint's options.",
+              file=sys.stderr)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def settings_from_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """A run's training settings from the options saved in its checkpoint (runs without a record): all
+    but the options that do not affect training and, for a distillation run, the other methods' flags."""
+    unused = _other_methods_flags(opt.get("distill"))
+    return {key: value for key, value in opt.items() if key not in NOT_TRAINING_OPTIONS and key not in unused}
+
+
+def _other_methods_flags(method_key: Any) -> set[str]:
+    """Option names declared only by methods other than ``method_key`` (KD's flags, used by every
+    method's KD term, are kept); empty for an unknown method."""
+    from distiller_zoo import METHODS
+
+    if method_key not in METHODS:
+        return set()
+    used = {flag.name.lstrip("-") for key in (method_key, "kd") for flag in METHODS[key].flags}
+    return {flag.name.lstrip("-") for method in METHODS.values() for flag in method.flags} - used
+
+
+def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings two runs must share to be trials of one experiment (all but seed and trial)."""
+    return {key: value for key, value in settings.items() if key not in IDENTITY_EXCLUDED}
+
+
+def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, old, new) for each setting whose value differs (None where one side lacks it)."""
+    return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def same_settings(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two runs' identity settings agree on every setting both recorded (a run from before the
+    record saved more options than a record holds; those cannot tell the runs apart)."""
+    return all(first[key] == second[key] for key in first.keys() & second.keys())
+
+
+def distinguishing_settings(settings: list[dict[str, Any]]) -> list[str]:
+    """The names of the settings whose recorded values differ between any of ``settings``."""
+    names = sorted({key for entry in settings for key in entry})
+    return [name for name in names if len({_hashable(entry[name]) for entry in settings if name in entry}) > 1]
+
+
+def describe_settings(settings: dict[str, Any], names: list[str]) -> str:
+    """'epochs=3, kd_T=2' for the given setting names ('?' where the run did not record one)."""
+    return ", ".join(f"{name}={_plain(settings[name]) if name in settings else '?'}" for name in names)
+
+
+def describe_differences(differences: list[tuple[str, Any, Any]]) -> str:
+    """'epochs 1 -> 3, kd_T 4 -> 2'."""
+    return ", ".join(f"{name} {_plain(old)} -> {_plain(new)}" for name, old, new in differences)
+
+
+def teacher_cell(arch: str, digest: str | None, accuracy: float | None) -> str:
+    """'resnet32x4 3f2a9c0d (79.42)': the teacher's arch, short content digest and recorded accuracy."""
+    text = arch + (f" {digest[:SHORT_DIGEST]}" if digest else "")
+    return text + (f" ({accuracy:.2f})" if accuracy is not None else "")
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(_plain(item) for item in value)
+    return str(value)

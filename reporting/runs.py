@@ -1,0 +1,460 @@
+"""The runs under a save folder, read and grouped: what each was trained with, how far, its metrics.
+
+Scans ``student/student_model/*`` (distillation), ``models/*`` (teachers and students trained from
+scratch) and ``transfer/**`` (linear transfer), reading each run's ``metrics.csv``, its run record
+(``run.json``) and its last checkpoint (or, without a checkpoint, the run folder's name). Finished runs
+that differ only in ``--trial`` (and the seed) and were trained with the same settings and teacher are
+pooled into a group; the others are kept apart.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from distiller_zoo import METHODS
+from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
+                                    identity_settings, read_run_record, same_settings, settings_differences,
+                                    settings_from_options, teacher_cell)
+
+PAPER_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", "resnet20"),
+               ("resnet110", "resnet20"), ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
+               ("vgg13", "MobileNetV2"), ("ResNet50", "MobileNetV2"), ("ResNet50", "vgg8"),
+               ("resnet32x4", "ShuffleV1"), ("resnet32x4", "ShuffleV2"), ("wrn_40_2", "ShuffleV1")]
+KINDS = ("student", "vanilla", "transfer")
+STUDENT_FOLDER = re.compile(r"^(?P<distill>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_T_(?P<model_t>.+)"
+                            r"_r_(?P<gamma>[^_]+)_a_(?P<alpha>[^_]+)_b_(?P<beta>[^_]+)_trial_(?P<trial>.+)$")
+TEACHER_FOLDER = re.compile(r"^(?P<stem>.+?)_vanilla(?:_trial_(?P<trial>.+))?$")
+TRANSFER_FOLDER = re.compile(r"^transfer_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_from_(?P<source>.+)"
+                             r"_trial_(?P<trial>[^_]+)$")
+
+
+@dataclass
+class Run:
+    """One run folder: what was trained, with what, how far, and its per-epoch metrics."""
+
+    kind: str                       # 'student' | 'vanilla' | 'transfer'
+    path: Path
+    dataset: str
+    teacher: str                    # teacher arch ('-' for vanilla runs; the source's teacher for transfer)
+    student: str                    # the trained (or transferred) model's arch
+    method: str                     # --distill key, 'vanilla', or the transferred student's key
+    gamma: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    trial: str = "0"
+    epochs_done: int = 0
+    epochs_planned: int | None = None
+    best_acc: float | None = None
+    last_acc: float | None = None
+    teacher_acc: float | None = None       # measured at the start of training, else the teacher file's own
+    incomplete_checkpoint: bool = False    # saved mid-epoch or in an init stage
+    rows: list[dict[str, float]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # recorded settings (or the saved training options)
+    recorded: bool = False                 # the settings come from the run record (run.json)
+    teacher_digest: str | None = None      # content digest of the teacher (transfer: the source student) file
+    teacher_path: str | None = None
+    teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
+    settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
+
+    @property
+    def unfinished(self) -> bool:
+        planned_short = self.epochs_planned is not None and self.epochs_done < self.epochs_planned
+        return planned_short or self.incomplete_checkpoint
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method, self.alpha)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The settings the trials of one experiment share (all but seed and trial)."""
+        return identity_settings(self.settings)
+
+    @property
+    def teacher_identity(self) -> str | None:
+        """The teacher actually used: its digest, or for runs without a record its measured accuracy."""
+        if self.teacher_digest:
+            return self.teacher_digest
+        return None if self.teacher_acc is None else f"accuracy {self.teacher_acc:.2f}"
+
+    @property
+    def apart_reason(self) -> str:
+        """Why this run is not averaged with others ('' when it is): unfinished, or resumed with other settings."""
+        if self.settings_changed:
+            return f"resumed with different settings ({describe_differences(self.settings_changed)})"
+        if self.incomplete_checkpoint:
+            return "unfinished (saved mid-epoch or in the init stage)"
+        if self.unfinished:
+            return f"unfinished ({self.epochs_done}/{self.epochs_planned} epochs)"
+        return ""
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their trial (and seed): same folder name apart from the trial, same
+    recorded settings, same teacher. A run listed apart (unfinished, resumed with other settings) is a
+    group of its own with ``apart`` set."""
+
+    runs: list[Run]
+    distinct: str = ""      # the settings that tell this group from others of the same name ('epochs=3, kd_T=2')
+    apart: str = ""         # why its run is not averaged with the others ('' for an averaged group)
+
+    @property
+    def first(self) -> Run:
+        return self.runs[0]
+
+    def values(self, name: str) -> list[float]:
+        """A per-run number (best_acc, last_acc, teacher_acc) of every run that has it."""
+        return [value for run in self.runs if (value := getattr(run, name)) is not None]
+
+    def mean_std(self, name: str) -> tuple[float | None, float | None]:
+        """Mean and sample std (None for fewer than two values) of a per-run number."""
+        values = self.values(name)
+        if not values:
+            return None, None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+    @property
+    def epochs_done(self) -> int:
+        return min(run.epochs_done for run in self.runs)
+
+    @property
+    def epochs_planned(self) -> int | None:
+        planned = [run.epochs_planned for run in self.runs if run.epochs_planned is not None]
+        return max(planned) if planned else None
+
+    @property
+    def unfinished(self) -> bool:
+        return any(run.unfinished for run in self.runs)
+
+    @property
+    def weights_column(self) -> str:
+        """The method label, with the weights when they are not the papers'."""
+        run = self.first
+        if run.kind == "vanilla" or is_canonical(run.method, run.gamma, run.alpha, run.beta):
+            return run.label
+        return f"{run.label} (r={plain_number(run.gamma)},a={plain_number(run.alpha)},b={plain_number(run.beta)})"
+
+    @property
+    def column(self) -> str:
+        """The pivot-table column: ``weights_column`` plus the settings that tell this group from others
+        of the same folder name ('KD (epochs=3, kd_T=2)')."""
+        if not self.distinct:
+            return self.weights_column
+        if self.weights_column.endswith(")"):
+            return f"{self.weights_column[:-1]}; {self.distinct})"
+        return f"{self.weights_column} ({self.distinct})"
+
+    @property
+    def teacher_cell(self) -> str:
+        """The teacher actually used: arch, short digest, accuracy."""
+        run = self.first
+        accuracy = self.mean_std("teacher_acc")[0]
+        return run.teacher if run.kind == "vanilla" else teacher_cell(run.teacher, run.teacher_digest, accuracy)
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading run folders
+
+def read_state(path: Path) -> Any:
+    """Load a checkpoint memory-mapped with ``weights_only=True`` (fast: tensors are not read)."""
+    import torch
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (pre-zip) files cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """Rows of a metrics.csv as floats (empty cells dropped); [] when the file is missing."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            parsed = {}
+            for key, value in row.items():
+                try:
+                    parsed[key] = float(value)
+                except (TypeError, ValueError):
+                    continue
+            if "epoch" in parsed:
+                rows.append(parsed)
+    return rows
+
+
+def _checkpoint_file(run_dir: Path) -> Path | None:
+    for pattern in ("*_last.pth", "*_best.pth"):
+        found = sorted(run_dir.glob(pattern))
+        if found:
+            return found[0]
+    numbered = [(int(m.group(1)), p) for p in run_dir.glob("ckpt_epoch_*.pth")
+                if (m := re.fullmatch(r"ckpt_epoch_(\d+)\.pth", p.name))]
+    return max(numbered)[1] if numbered else None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)  # also 0-d tensors (RepDistiller saved accuracies as tensors)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _split_model(stem: str) -> tuple[str, str]:
+    """'resnet32x4' -> ('resnet32x4', 'cifar100'); 'resnet20_digits' -> ('resnet20', 'digits')."""
+    from models import model_dict
+
+    if stem in model_dict:
+        return stem, "cifar100"
+    matches = [name for name in model_dict if stem.startswith(name + "_")]
+    if not matches:
+        return stem, "cifar100"
+    model = max(matches, key=len)
+    return model, stem[len(model) + 1:]
+
+
+def _from_folder_name(kind: str, name: str) -> dict[str, Any]:
+    """What a run folder's name says (the fallback when it holds no readable checkpoint)."""
+    if kind == "student" and (match := STUDENT_FOLDER.match(name)):
+        info: dict[str, Any] = {"distill": match["distill"], "dataset": match["dataset"], "model_s": match["model_s"],
+                                "model_t": match["model_t"], "trial": match["trial"]}
+        info.update({key: _number(match[key]) for key in ("gamma", "alpha", "beta")})
+        return info
+    if kind == "vanilla" and (match := TEACHER_FOLDER.match(name)):
+        model, dataset = _split_model(match["stem"])
+        return {"model": model, "dataset": dataset, "trial": match["trial"] or "0"}
+    if kind == "transfer" and (match := TRANSFER_FOLDER.match(name)):
+        return {"dataset": match["dataset"], "model_s": match["model_s"], "trial": match["trial"],
+                "source": match["source"]}
+    return {}
+
+
+def _source_of(path_s: Any) -> dict[str, Any]:
+    """Teacher, method and weights of a transferred student, from its run folder's name."""
+    if not path_s:
+        return {}
+    return _from_folder_name("student", Path(str(path_s)).parent.name)
+
+
+def _load_state(checkpoint_path: Path | None) -> dict[str, Any]:
+    """A checkpoint as a dict ({} when there is none or it cannot be read, with a warning)."""
+    if checkpoint_path is None:
+        return {}
+    try:
+        loaded = read_state(checkpoint_path)
+    except Exception as error:  # one unreadable file must not hide the other runs
+        print(f"summary: warning: cannot read '{checkpoint_path}' ({type(error).__name__}); using the folder "
+              "name and metrics.csv instead.", file=sys.stderr)
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], named: dict[str, Any],
+                      rows: list) -> tuple[str, str, str, list[float | None]]:
+    """(teacher arch, student arch, method, [gamma, alpha, beta]) of a run, from its options or folder name."""
+    def pick(key: str, default: Any = None) -> Any:
+        value = opt.get(key)
+        return value if value is not None else named.get(key, default)
+
+    if kind == "student":
+        weights = [_number(pick(key)) for key in ("gamma", "alpha", "beta")]
+        return str(pick("model_t", state.get("model_t", "?"))), str(pick("model_s", "?")), str(pick("distill", "?")), \
+            weights
+    if kind == "vanilla":  # trained here, or a published checkpoint (no options, no metrics)
+        published = bool(state) and not rows and "opt" not in state
+        return "-", str(pick("model", state.get("arch", "?"))), "published" if published else "vanilla", [None] * 3
+    source = _source_of(opt.get("path_s")) or _from_folder_name("student", named.get("source", ""))
+    weights = [source.get(key) for key in ("gamma", "alpha", "beta")]
+    return str(source.get("model_t", "?")), str(pick("model_s", source.get("model_s", "?"))), \
+        str(source.get("distill", "?")), weights
+
+
+def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Epochs done and planned, best and last test accuracy, whether the checkpoint is mid-epoch."""
+    stage_main = state.get("stage", "main") == "main"
+    if state and "epoch" in state:
+        epochs_done = int(state["epoch"]) if stage_main else 0
+    else:
+        epochs_done = int(rows[-1]["epoch"]) if rows else 0
+    planned = opt.get("epochs")
+    if planned is None and state and not rows and "opt" not in state:
+        planned = epochs_done  # a published checkpoint (no options, no metrics): take it as complete
+    accuracies = [row["test_acc1"] for row in rows if "test_acc1" in row]
+    if accuracies:
+        best_acc, last_acc = max(accuracies), accuracies[-1]
+    else:
+        last_acc = _number(state.get("accuracy"))
+        best_acc = _number(state.get("best_acc", state.get("accuracy")))
+    return {"epochs_done": epochs_done, "epochs_planned": int(planned) if planned is not None else None,
+            "best_acc": best_acc, "last_acc": last_acc,
+            "incomplete_checkpoint": bool(state) and (not stage_main or bool(state.get("partial")))}
+
+
+def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings and teacher from its run record, else from its checkpoint's options; and the
+    settings its last checkpoint was trained with where they differ from the record's."""
+    record = read_run_record(run_dir)
+    teacher_acc = _number(state.get("teacher_acc"))
+    if record is None:
+        return {"settings": settings_from_options(opt), "recorded": False, "teacher_acc": teacher_acc,
+                "teacher_path": opt.get("path_t") or opt.get("path_s")}
+    teacher = record.get("teacher") or {}
+    settings = dict(record.get("settings") or {})
+    saved = state.get("run") if isinstance(state.get("run"), dict) else None
+    changed = []
+    if saved is not None:
+        changed = settings_differences(dict(saved.get("settings") or {}), settings)
+        saved_digest = (saved.get("teacher") or {}).get("digest")
+        if saved_digest != teacher.get("digest"):
+            changed.append(("teacher digest", saved_digest, teacher.get("digest")))
+    return {"settings": settings, "recorded": True, "settings_changed": changed,
+            "teacher_acc": teacher_acc if teacher_acc is not None else _number(teacher.get("accuracy")),
+            "teacher_digest": teacher.get("digest"), "teacher_path": teacher.get("path"),
+            "teacher_dataset": teacher.get("dataset")}
+
+
+def read_run(run_dir: Path, kind: str) -> Run | None:
+    """Read one run folder; None when it holds neither metrics nor a checkpoint."""
+    rows = read_metrics(run_dir / "metrics.csv")
+    checkpoint_path = _checkpoint_file(run_dir)
+    if not rows and checkpoint_path is None:
+        return None
+    state = _load_state(checkpoint_path)
+    opt = state.get("opt") or {}
+    opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt)
+    named = _from_folder_name(kind, run_dir.name)
+    teacher, student, method, weights = _what_was_trained(kind, state, opt, named, rows)
+    dataset = opt.get("dataset") or named.get("dataset", "?")
+    trial = opt.get("trial") if opt.get("trial") is not None else named.get("trial", "0")
+    return Run(kind=kind, path=run_dir, dataset=str(dataset), teacher=teacher, student=student, method=method,
+               gamma=weights[0], alpha=weights[1], beta=weights[2], trial=str(trial), rows=rows,
+               **_progress(state, opt, rows), **_provenance(run_dir, state, opt))
+
+
+def scan(save_folder: Path) -> list[Run]:
+    """Every run under ``save_folder`` (student/student_model/*, models/*, transfer/**)."""
+    folders: list[tuple[Path, str]] = []
+    for parent, kind in ((save_folder / "student" / "student_model", "student"), (save_folder / "models", "vanilla")):
+        if parent.is_dir():
+            folders += [(child, kind) for child in sorted(parent.iterdir()) if child.is_dir()]
+    transfer = save_folder / "transfer"
+    if transfer.is_dir():
+        candidates = {path.parent for pattern in ("metrics.csv", "*_last.pth") for path in transfer.rglob(pattern)}
+        folders += [(folder, "transfer") for folder in sorted(candidates)]
+    runs = [read_run(folder, kind) for folder, kind in folders]
+    return [run for run in runs if run is not None]
+
+
+# ---------------------------------------------------------------------------------------------------
+# grouping and labels
+
+def method_label(method: str, alpha: float | None) -> str:
+    """The papers' name of a --distill key ('crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD');
+    'vanilla', 'published' and unknown keys stay as they are."""
+    return METHODS[method].label(alpha or 0.0) if method in METHODS else method
+
+
+def paper_columns() -> list[str]:
+    """The method columns of the paper-layout table, in the registry's order (KEY+KD after KEY
+    for the methods swept with a KD term too)."""
+    columns = []
+    for method in METHODS.values():
+        columns.append(method.label())
+        if method.sweep_with_kd:
+            columns.append(method.label(alpha=1.0))
+    return columns
+
+
+def is_canonical(method: str, gamma: float | None, alpha: float | None, beta: float | None) -> bool:
+    """The weights of the paper tables: the method's defaults (kd: -r 0.1 -a 0.9 -b 0), or, for a
+    method without a KD term, the same plus -a 1 (the +KD rows)."""
+    if method not in METHODS:
+        return False
+    cls = METHODS[method]
+    if (gamma, beta) != (cls.default_gamma, cls.default_beta):
+        return False
+    return alpha == cls.default_alpha or (cls.default_alpha == 0 and alpha == 1.0)
+
+
+def _folder_key(run: Run) -> tuple:
+    """What a run folder's name says apart from the trial."""
+    return run.kind, run.dataset, run.teacher, run.student, run.method, run.gamma, run.alpha, run.beta
+
+
+def group_runs(runs: Iterable[Run]) -> list[Group]:
+    """Pool finished runs that differ only in the trial: same folder name, same recorded settings (but
+    seed and trial), same teacher. Unfinished runs and runs resumed with other settings stay alone
+    (``Group.apart``). Groups of the same folder name are told apart by ``Group.distinct``; sorted as
+    the paper tables are."""
+    pooled: dict[tuple, list[list[Run]]] = {}
+    alone: list[Group] = []
+    for run in runs:
+        if run.apart_reason:
+            alone.append(Group([run], apart=run.apart_reason))
+            continue
+        candidates = pooled.setdefault(_folder_key(run), [])
+        home = next((members for members in candidates if members[0].teacher_identity == run.teacher_identity
+                     and same_settings(members[0].identity, run.identity)), None)
+        if home is None:
+            candidates.append([run])
+        else:
+            home.append(run)
+    groups = [Group(sorted(members, key=lambda r: _natural(r.trial)))
+              for candidates in pooled.values() for members in candidates] + alone
+    _name_distinctions(groups)
+    return sorted(groups, key=_group_order)
+
+
+def _name_distinctions(groups: list[Group]) -> None:
+    """Set ``distinct`` on groups that share a folder name but differ in recorded settings."""
+    by_name: dict[tuple, list[Group]] = {}
+    for group in groups:
+        by_name.setdefault(_folder_key(group.first), []).append(group)
+    for same_name in by_name.values():
+        compared = [_compared_settings(group.first) for group in same_name]
+        names = distinguishing_settings(compared)
+        for group, settings in zip(same_name, compared):
+            group.distinct = describe_settings(settings, names) if names else ""
+
+
+def _compared_settings(run: Run) -> dict[str, Any]:
+    """The identity settings, plus for a run without a teacher digest the teacher's measured accuracy
+    (the only trace of which teacher file a run from before the run record used)."""
+    if run.teacher_digest or run.teacher_acc is None:
+        return run.identity
+    return {**run.identity, "teacher accuracy": round(run.teacher_acc, 2)}
+
+
+def _natural(text: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def pair_order(teacher: str, student: str) -> tuple:
+    pair = (teacher, student)
+    return (PAPER_PAIRS.index(pair), "", "") if pair in PAPER_PAIRS else (len(PAPER_PAIRS), teacher, student)
+
+
+def column_order(column: str) -> tuple:
+    columns = paper_columns()
+    return (columns.index(column), column) if column in columns else (len(columns), column)
+
+
+def _group_order(group: Group) -> tuple:
+    run = group.first
+    return (KINDS.index(run.kind) if run.kind in KINDS else len(KINDS), run.dataset,
+            pair_order(run.teacher, run.student), column_order(group.weights_column), group.column,
+            bool(group.apart), run.teacher_identity or "", _natural(run.trial))
+
+
+def plain_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
