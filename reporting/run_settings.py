@@ -13,30 +13,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# settings that tell the trials of one experiment apart: they never split a group
-IDENTITY_EXCLUDED = frozenset({"seed", "trial"})
-# saved options (checkpoint 'opt') that do not affect training: paths, logging, speed switches, and the
-# names RepDistiller derived from the folder (they contain the trial)
-NOT_TRAINING_OPTIONS = frozenset({
-    "save_folder", "data_folder", "path_t", "path_s", "print_freq", "tb_freq", "save_freq", "num_workers", "device",
-    "resume", "print_run_dir", "no_progress", "compile", "channels_last", "loader", "decode", "model_path",
-    "tb_path", "model_name", "tb_folder", "save_path", "lr_decay_epochs_list", "teacher_state", "given_flags"})
+from helper import provenance
+from helper.errors import UserError
+from helper.provenance import IDENTITY_EXCLUDED, NOT_TRAINING
+
+# saved options (checkpoint 'opt') that do not affect training: those of the run record, and the names
+# RepDistiller derived from the folder (they contain the trial)
+NOT_TRAINING_OPTIONS = NOT_TRAINING | frozenset({"model_path", "tb_path", "model_name", "tb_folder", "save_path",
+                                                 "teacher_state", "given_flags"})
 SHORT_DIGEST = 8
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any] | None:
     """The run record ``<run_dir>/run.json`` as a dict; None for runs made before it existed (or when
     the file cannot be read, with a warning)."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        return None
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        print(f"summary: warning: cannot read '{path}' ({error}); the run is compared by its checkpoint's options.",
-              file=sys.stderr)
+        return provenance.read_run_record(Path(run_dir))
+    except UserError as error:
+        print(f"summary: warning: {error} The run is compared by its checkpoint's options.", file=sys.stderr)
         return None
-    return record if isinstance(record, dict) else None
 
 
 def settings_from_options(opt: dict[str, Any]) -> dict[str, Any]:
@@ -50,11 +45,9 @@ def _other_methods_flags(method_key: Any) -> set[str]:
     """Option names declared only by methods other than ``method_key`` (KD's flags, used by every
     method's KD term, are kept); empty for an unknown method."""
     from distiller_zoo import METHODS
+    from distiller_zoo.base import unused_method_flags
 
-    if method_key not in METHODS:
-        return set()
-    used = {flag.name.lstrip("-") for key in (method_key, "kd") for flag in METHODS[key].flags}
-    return {flag.name.lstrip("-") for method in METHODS.values() for flag in method.flags} - used
+    return unused_method_flags(method_key) if method_key in METHODS else set()
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
