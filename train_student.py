@@ -200,9 +200,9 @@ def teacher_bank(opt: argparse.Namespace, plan: RunPlan, method: Distiller, data
         if why_not and distributed.is_main():
             print(why_not)
         return None
-    folded, _ = fold_batchnorm(teacher, opt.image_size or 32)
-    bank = open_or_build(root, spec, folded, data.train_images, device, opt.channels_last,
-                         progress=not opt.no_progress and distributed.is_main())
+    # built by the teacher as a training step runs it: BatchNorm folded, compiled with --compile
+    bank = open_or_build(root, spec, teacher_for_forward(teacher, opt, device), data.train_images, device,
+                         opt.channels_last, progress=not opt.no_progress and distributed.is_main())
     if distributed.is_main():
         print(f"teacher bank: on ({', '.join(spec.outputs)} of every training view from '{bank.folder}'; the teacher "
               "does not run during training)")

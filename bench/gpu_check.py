@@ -13,6 +13,8 @@ checkpoint format, and a small ImageNet-layout JPEG tree. Checks, each the real 
   fp32 eager channels_last (``eager``), the default flags of a full run (``default``: channels_last
   and torch.compile), bf16 autocast (compiled), fp16 autocast with GradScaler (eager);
 - crd (compiled, memory banks on the device, negatives sampled there) and rrd (eager);
+- kd reading a teacher bank held in device memory (``bank``), and the bank's build rate against
+  the teacher forward of a training step (bench/bank.py);
 - ImageNet layout with ``--decode device`` (nvjpeg on CUDA), tv_resnet34 -> tv_resnet18 at 64 px;
 - a 2-epoch train_student.py run, and the same run stopped after epoch 1 and resumed (``--resume
   auto``); whether the two end bit-identical is reported (on a GPU, cuDNN may choose
@@ -160,8 +162,24 @@ def check_resume(args: argparse.Namespace, folder: Path) -> list[list[Any]]:
              f"ok, {runs['straight'][1]:.0f}s + {runs['resumed'][1]:.0f}s; {note}"]]
 
 
+def check_bank(args: argparse.Namespace, folder: Path) -> list[list[Any]]:
+    """kd with the teacher bank in device memory beside the default step, and the bank's build rate
+    against a training step's teacher forward (bench/bank.py)."""
+    import bank
+
+    rows = throughput_rows(args, "kd", [compiled(args, "default"), "bank"])
+    size = sizes(args)
+    rate = bank.build_rate(size["teacher"], torch.device(args.device), 1 if args.quick else 16, 1 if args.quick else 2,
+                           compile="off" if args.no_compile else "auto", n_train=size["n_train"])
+    rows.append([f"bank build {size['teacher']}", "build", "fp32/eager", f"{rate['build_img_s']:.0f}", "", "", "",
+                 f"ok; step teacher {rate['step_teacher_img_s']:.0f} img/s; build / teacher time of a 240-epoch run "
+                 f"{rate['ratio']:.2f}x"])
+    return rows
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace, Path], list[list[Any]]]] = {
-    "kd": check_kd, "crd_rrd": check_crd_rrd, "imagenet": check_imagenet, "resume": check_resume}
+    "kd": check_kd, "crd_rrd": check_crd_rrd, "bank": check_bank, "imagenet": check_imagenet,
+    "resume": check_resume}
 
 
 def environment(device: torch.device) -> str:

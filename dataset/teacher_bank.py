@@ -40,6 +40,10 @@ CORNERS = 2 * PADDING + 1
 OUTPUTS = ("logits", "embedding")
 MANIFEST = "manifest.json"
 CHUNK_IMAGES = 256         # images per build chunk: the unit of progress an interrupted build keeps
+# Views per teacher forward while building: on a 2-core CPU batch 64 ran 10% faster per image than 512
+# (resnet32x4, folded, NHWC: 64.5 vs 58.7 img/s), and it is the batch a training step's teacher runs
+# at, so a compiled teacher reuses its graph; a GPU wants large batches.
+BUILD_BATCH = {"cpu": 64, "cuda": 1024}
 FORMAT = 1
 CHECK_ENTRIES = 4          # random (image, view) entries recomputed when a bank is opened
 CHECK_TOLERANCE = 1e-3     # |bank - recomputed| <= tol * (1 + |recomputed|): batch-size round-off is ~1e-6
@@ -166,7 +170,8 @@ class TeacherBank:
             if array is None:
                 found.append(None)
                 continue
-            rows = array[samples.to(array.device), views.to(array.device)]
+            flat = (samples * VIEWS_PER_IMAGE + views).to(array.device)
+            rows = array.view(-1, array.shape[-1]).index_select(0, flat)  # one gather of B rows
             found.append(rows.to(target, non_blocking=True))
         return found[0], found[1]
 
@@ -242,11 +247,12 @@ def damaged(folder: Path, what: str) -> str:
 
 
 def open_or_build(root: Path, spec: BankSpec, teacher: nn.Module, images: Tensor, device: torch.device,
-                  channels_last: bool = False, batch_size: int = 512, progress: bool = True) -> TeacherBank:
+                  channels_last: bool = False, batch_size: int | None = None, progress: bool = True) -> TeacherBank:
     """The bank of ``spec`` under ``root``: built (or finished, after an interrupt) if needed, under
     the folder's lock, then verified. ``teacher``: frozen, eval mode, on ``device``; ``images``: the
     uint8 training split (N, C, H, W)."""
     folder = root / spec.folder_name
+    batch_size = batch_size or BUILD_BATCH.get(device.type, 64)
     with bank_lock(folder):
         manifest = read_manifest(folder)
         if manifest is not None and manifest.get("spec") != json.loads(json.dumps(asdict(spec))):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -130,6 +132,8 @@ def test_methods_never_modify_teacher_outputs(key: str, teacher_path: Path, cifa
         images, labels, index = next(loader.iterate(1))
         features = task._forward(images, labels, index, Progress())
         before = [t.clone() for t in [*features.teacher, features.teacher_logits]]
+        if stage == "main":
+            assert_reads_only_what_it_declares(task.method, features)
         loss = task.method.init_loss(features) if stage == "init" else task.method.loss(features) \
             if task.method.has_method_loss else None
         if loss is not None:
@@ -140,6 +144,20 @@ def test_methods_never_modify_teacher_outputs(key: str, teacher_path: Path, cifa
         mode = {"is_feat": True, "preact": task.method.teacher_uses_preact()} if features.teacher else {}
         for got, expected in zip(after, outputs(teacher, images, mode)):
             assert float((got - expected).abs().max() / expected.abs().max()) <= TOLERANCE
+
+
+def assert_reads_only_what_it_declares(method: Any, features: Any) -> None:
+    """A method declaring ``teacher_reads`` 'logits' or 'embedding' computes the same loss from only
+    those teacher outputs (what a teacher bank provides) as from all of them."""
+    if method.teacher_reads == "maps" or not method.has_method_loss:
+        return
+    kept = [features.teacher[-1]] if method.teacher_reads == "embedding" else []
+    twin = copy.deepcopy(method)  # a loss may keep state from its first call (CRD's normalisation constant)
+    torch.manual_seed(0)
+    full = twin.loss(features)
+    torch.manual_seed(0)
+    twin = copy.deepcopy(method)
+    assert torch.equal(twin.loss(dataclasses.replace(features, teacher=kept)), full), method.key
 
 
 # ------------------------------------------------------------------ CRD: memory update after the step
@@ -281,6 +299,6 @@ def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     checks = " ".join(table)
     for name in ("kd resnet8->resnet8", "crd resnet8->resnet8", "rrd resnet8->resnet8", "decode device",
-                 "2 epochs + resume", "bf16", "fp16"):
+                 "2 epochs + resume", "bf16", "fp16", "bank build resnet8"):
         assert name in checks, (name, table)
     assert "FAILED" not in result.stdout and "resumed == straight" in checks

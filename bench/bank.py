@@ -1,11 +1,12 @@
 """Teacher bank: what building it costs against the teacher's share of training, and what a step
 gains by reading it. Writes the "bank" section of bench/RESULTS.md.
 
-    python bench/teacher_bank.py [--device cpu] [--quick]
+    python bench/bank.py [--device cpu] [--quick] [--sweep]
 
 1. Build rate: ``dataset.teacher_bank.chunk_outputs`` (the build's own code: all 162 views of a
-   few images through the BatchNorm-folded teacher at eval batch size) against the teacher forward
-   of a training step (batch 64, folded, compiled as --compile auto does for a 240-epoch run),
+   few images through the teacher as train_student builds a bank: BatchNorm folded, compiled as
+   --compile auto does for a 240-epoch run, 64 views per forward on a CPU) against the teacher forward of a
+   training step (batch 64, folded and compiled alike),
    images per second each, interleaved. Building a CIFAR-100 bank = 162 x 50,000 views; the
    teacher's time in one 240-epoch run = 240 x 50,000 forwards.
 2. Steps: bench/throughput.py's 'default' and 'bank' configurations side by side (the bank of the
@@ -19,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,7 @@ from report import machine_line, table, write_section  # noqa: E402
 
 import train_student  # noqa: E402
 from dataset.build import build_data  # noqa: E402
-from dataset.teacher_bank import VIEWS_PER_IMAGE, chunk_outputs  # noqa: E402
-from helper.folding import fold_batchnorm  # noqa: E402
+from dataset.teacher_bank import BUILD_BATCH, VIEWS_PER_IMAGE, chunk_outputs  # noqa: E402
 from helper.runner import setup  # noqa: E402
 
 EPOCHS, N_TRAIN = 240, 50_000
@@ -43,25 +45,26 @@ SWEEP_METHODS = ("kd", "dkd", "dist", "ctkd", "wttm")
 TARGETS = {("kd", "resnet32x4"): 2.5, ("dkd", "resnet32x4"): 2.5}
 
 
-def build_rate(arch: str, device: torch.device, images: int, rounds: int) -> dict[str, float]:
+def build_rate(arch: str, device: torch.device, images: int, rounds: int, compile: str = "auto",
+               n_train: int = 2_000) -> dict[str, float]:
     """Images/s of the bank build and of a training step's teacher forward, interleaved rounds."""
     argv = throughput.student_argv(argparse.Namespace(
-        model_t=arch, distill="kd", model_s="resnet8", batch_size=64, n_train=2_000, device=str(device),
-        loader="fast", amp="none", channels_last="auto", compile="auto", epochs=EPOCHS, num_workers=0,
+        model_t=arch, distill="kd", model_s="resnet8", batch_size=64, n_train=n_train, device=str(device),
+        loader="fast", amp="none", channels_last="auto", compile=compile, epochs=EPOCHS, num_workers=0,
         nce_k=16384), {})
     opt = train_student.parse_args(argv)
     setup(opt)
     data, loader, _ = build_data(opt, device)
     _, teacher, _ = train_student.build_models(opt, data, device)
     step_teacher = train_student.teacher_for_forward(teacher, opt, device)
-    build_teacher, _ = fold_batchnorm(teacher, 32)
+    build_teacher = train_student.teacher_for_forward(teacher, opt, device)  # as train_student builds a bank
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (data.mean, data.std))
     batch = next(iter(loader.iterate(1)))[0]
     split = data.train_images[:images].to(device)
     timings: dict[str, list[float]] = {"build": [], "step_teacher": []}
     for round_index in range(rounds + 1):  # round 0 warms up (and compiles)
         started = time.perf_counter()
-        chunk_outputs(build_teacher, split, ("logits",), mean, std, opt.channels_last, 512)
+        chunk_outputs(build_teacher, split, ("logits",), mean, std, opt.channels_last, BUILD_BATCH[device.type])
         build = images * VIEWS_PER_IMAGE / (time.perf_counter() - started)
         started = time.perf_counter()
         with torch.no_grad():
@@ -81,16 +84,20 @@ def build_rate(arch: str, device: torch.device, images: int, rounds: int) -> dic
 
 
 def step_speeds(method: str, teacher: str, student: str, args: argparse.Namespace) -> dict[str, Any]:
-    """bench/throughput.py's default and bank configurations of one cell, interleaved."""
+    """bench/throughput.py's default and bank configurations of one cell, interleaved, in a process of
+    their own (torch.compile's caches of one cell never reach the next)."""
     steps, warmup = (4, 2) if args.quick else throughput_steps(teacher)
-    bench = throughput.parse_args(["--distill", method, "--model_t", teacher, "--model_s", student,
-                                   "--device", args.device, "--configs", "default,bank", "--steps", str(steps),
-                                   "--warmup", str(warmup), "--n_train", str(args.n_train)])
-    return throughput.run(bench)
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "cell.json"
+        subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "throughput.py"), "--distill", method,
+                        "--model_t", teacher, "--model_s", student, "--device", args.device, "--configs",
+                        "default,bank", "--steps", str(steps), "--warmup", str(warmup), "--n_train",
+                        str(args.n_train), "--json-out", str(out)], check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
 
 
 def throughput_steps(teacher: str) -> tuple[int, int]:
-    return (12, 3) if teacher == "resnet32x4" else (36, 4)
+    return (24, 4) if teacher == "resnet32x4" else (48, 6)
 
 
 def sweep_estimate(speeds: dict[str, dict[str, float]], build_hours: float) -> dict[str, float]:
@@ -117,7 +124,8 @@ def report(builds: dict[str, dict[str, float]], cells: list[dict[str, Any]], swe
                           f"**{ratio:.2f}x** (rounds: {cell['ratios']['bank']['round_median']:.2f}x)",
                           f">= {target}x " + ("met" if ratio >= target else "NOT met") if target else "-"])
     lines = ["## Teacher bank", "", machine_line(*records), "",
-             "Build (`dataset/teacher_bank.py`'s code, 162 views of a few images at eval batch 512, folded teacher) "
+             "Build (`dataset/teacher_bank.py`'s code, 162 views of a few images at the build batch (64 on a CPU), the teacher folded "
+             "and compiled as a run builds it) "
              "against the teacher forward of a training step (batch 64, folded, `--compile auto` for 240 epochs), "
              "interleaved; hours for the 50,000-image CIFAR-100 split:", "",
              table(["teacher", "build img/s", "step teacher img/s", "build h", "teacher h in 240 epochs",
