@@ -54,10 +54,11 @@ def build_rate(arch: str, device: torch.device, images: int, rounds: int, compil
         nce_k=16384), {})
     opt = train_student.parse_args(argv)
     setup(opt)
+    torch._dynamo.reset()  # one process times several teachers: each compiles afresh, as in its own run
     data, loader, _ = build_data(opt, device)
     _, teacher, _ = train_student.build_models(opt, data, device)
-    step_teacher = train_student.teacher_for_forward(teacher, opt, device)
-    build_teacher = train_student.teacher_for_forward(teacher, opt, device)  # as train_student builds a bank
+    step_teacher = train_student.teacher_for_forward(teacher, opt, device)  # folded, compiled with --compile
+    build_teacher = step_teacher  # train_student builds a bank with this same teacher_for_forward copy
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (data.mean, data.std))
     batch = next(iter(loader.iterate(1)))[0]
     split = data.train_images[:images].to(device)
