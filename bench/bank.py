@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    builds = {arch: build_rate(arch, device, 2 if args.quick else 4, 1 if args.quick else 3)
+    builds = {arch: build_rate(arch, device, 2 if args.quick else 32, 1 if args.quick else 2)  # 32 x 162 = 81 x 64
               for arch in ("resnet32x4", "resnet56")}
     print(json.dumps(builds), flush=True)
     cells = [*STEP_CELLS, *((m, "resnet32x4", "resnet8x4") for m in SWEEP_METHODS[2:] if args.sweep)]

@@ -176,12 +176,17 @@ class TeacherBank:
         return found[0], found[1]
 
 
-def teacher_outputs(teacher: nn.Module, batch: Tensor, outputs: tuple[str, ...]) -> dict[str, Tensor]:
-    """The frozen teacher's fp32 outputs for one normalised batch."""
+def teacher_outputs(teacher: nn.Module, batch: Tensor, outputs: tuple[str, ...],
+                    batch_size: int | None = None) -> dict[str, Tensor]:
+    """The frozen teacher's fp32 outputs for one normalised batch; a batch smaller than ``batch_size``
+    is padded to it (repeating its first image) so that a compiled teacher keeps one static shape."""
+    count = batch.shape[0]
+    if batch_size is not None and count < batch_size:
+        batch = torch.cat((batch, batch[:1].expand(batch_size - count, *batch.shape[1:])))
     if "embedding" in outputs:
         feats, logits = teacher(batch, is_feat=True)
-        return {"logits": logits.float(), "embedding": feats[-1].float().flatten(1)}
-    return {"logits": teacher(batch).float()}
+        return {"logits": logits[:count].float(), "embedding": feats[-1][:count].float().flatten(1)}
+    return {"logits": teacher(batch)[:count].float()}
 
 
 def views_of(images: Tensor, ids: Tensor, mean: Tensor, std: Tensor, channels_last: bool) -> Tensor:
@@ -321,7 +326,7 @@ def chunk_outputs(teacher: nn.Module, images: Tensor, outputs: tuple[str, ...], 
         for start in range(0, image_index.numel(), batch_size):
             window = slice(start, start + batch_size)
             batch = views_of(images[image_index[window]], ids[window], mean, std, channels_last)
-            for name, value in teacher_outputs(teacher, batch, outputs).items():
+            for name, value in teacher_outputs(teacher, batch, outputs, batch_size).items():
                 pieces[name].append(value.cpu())
     return {o: torch.cat(pieces[o]).view(count, VIEWS_PER_IMAGE, -1).numpy() for o in outputs}
 
@@ -357,7 +362,7 @@ def check_entries(bank: TeacherBank, teacher: nn.Module, images: Tensor, device:
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (bank.spec.mean, bank.spec.std))
     with torch.inference_mode():
         batch = views_of(images[samples].to(device), views.to(device), mean, std, channels_last)
-        fresh = teacher_outputs(teacher, batch, bank.spec.outputs)
+        fresh = teacher_outputs(teacher, batch, bank.spec.outputs, BUILD_BATCH.get(device.type, 64))
     stored = dict(zip(OUTPUTS, bank.lookup(samples, views)))
     for name in bank.spec.outputs:
         expected, found = fresh[name].cpu().double(), stored[name].cpu().double()
