@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import csv
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,7 @@ SEED_KEYS = ["kd", "hint", "attention", "similarity", "correlation", "vid", "crd
              "fsp", "nst", "rrd", "dcd"]
 
 
+@pytest.mark.registry
 def test_seed_keys_and_historical_loss_names() -> None:
     assert set(SEED_KEYS) <= set(METHODS)
     for name in HISTORICAL_LOSSES:
@@ -31,6 +34,7 @@ def test_seed_keys_and_historical_loss_names() -> None:
     from crd.criterion import CRDLoss  # noqa: F401  (RepDistiller's home of CRD)
 
 
+@pytest.mark.registry
 @pytest.mark.parametrize("key", list(METHODS))
 def test_each_method_is_one_documented_file(key: str) -> None:
     method = METHODS[key]
@@ -43,6 +47,7 @@ def test_each_method_is_one_documented_file(key: str) -> None:
         flag.check(flag.default)  # defaults are in range
 
 
+@pytest.mark.registry
 def test_readme_tables_match_the_registry() -> None:
     tables = method_table.readme_tables((ROOT / "README.md").read_text())
     assert tables["methods"] == method_table.methods_table(), "run: python -m reporting.method_table --write"
@@ -51,6 +56,7 @@ def test_readme_tables_match_the_registry() -> None:
         assert f"`{key}`" in tables["methods"]
 
 
+@pytest.mark.registry
 def test_aliases_and_unknown_keys() -> None:
     assert resolve_method("icd") is METHODS["dcd"] and resolve_method("rcd") is METHODS["rrd"]
     with pytest.raises(UserError, match="Choose one of: kd"):
@@ -128,3 +134,36 @@ def test_a_new_method_file_is_all_it_takes(throwaway_key: str, cifar_folder: Pat
     assert len(rows) == 2 and float(rows[0]["zz_throwaway"]) > 0
     summary = _python("-m", "reporting.summary", str(straight)).stdout
     assert "TMPKD" in summary
+
+
+def _copy_of_the_repository(target: Path) -> Path:
+    """The tracked sources of this checkout (no environment, data, runs or caches)."""
+    skipped = {".venv", ".git", "save", "runs", "__pycache__", ".pytest_cache"}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        if Path(folder) == ROOT / "data":  # datasets: only the scripts travel
+            return {name for name in names if not name.endswith(".sh")}
+        return skipped.intersection(names)
+
+    shutil.copytree(ROOT, target, ignore=ignore, symlinks=True)
+    return target
+
+
+@pytest.mark.slow
+def test_the_readme_recipe_keeps_the_registry_tests_green(tmp_path: Path) -> None:
+    """Follow "Add a method" in a scratch copy: its example file, the table regeneration, then every test
+    marked `registry` (the cheap ones for all methods, the end-to-end ones for the new method only)."""
+    copy = _copy_of_the_repository(tmp_path / "repo")
+    recipe = (ROOT / "README.md").read_text().split("## Add a method", 1)[1]
+    (copy / "distiller_zoo" / "mym.py").write_text(re.search(r"```python\n(.*?)```", recipe, re.S).group(1))
+    regenerate = subprocess.run([sys.executable, "-m", "reporting.method_table", "--write"], cwd=copy,
+                                capture_output=True, text=True, timeout=300)
+    assert regenerate.returncode == 0, regenerate.stderr
+    files = sorted(str(path.relative_to(copy)) for path in (copy / "tests").glob("test_*.py")
+                   if "@pytest.mark.registry" in path.read_text())
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-v", "-m", "registry", "-k", "mym or not slow", *files],
+                           cwd=copy, capture_output=True, text=True, timeout=600)
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    passed = set(re.findall(r"::(\w+)\[mym\] PASSED", suite.stdout))
+    assert {"test_each_method_is_one_documented_file", "test_every_method_trains",
+            "test_default_weights_when_omitted"} <= passed, suite.stdout[-4000:]

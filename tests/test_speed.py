@@ -119,6 +119,7 @@ def build_task(key: str, teacher_path: Path, cifar_folder: Path, save: Path, sta
     return task, teacher, train_loader
 
 
+@pytest.mark.registry
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(key for key in METHODS if len(METHODS[key].views) == 1))  # one view per batch
 def test_methods_never_modify_teacher_outputs(key: str, teacher_path: Path, cifar_folder: Path,

@@ -42,6 +42,7 @@ def _sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
                           timeout=600)
 
 
+@pytest.mark.registry
 def test_method_names_and_weights_come_from_the_registry() -> None:
     from distiller_zoo import METHODS
 

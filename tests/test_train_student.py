@@ -25,6 +25,7 @@ def published_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CASES = [(key, []) for key in KEYS] + [(key, ["-a", "1"]) for key in KEYS if METHODS[key].sweep_with_kd]
 
 
+@pytest.mark.registry
 @pytest.mark.slow
 @pytest.mark.parametrize("key,weights", CASES, ids=[k + ("+kd" if w else "") for k, w in CASES])
 def test_every_method_trains(key: str, weights: list[str], published_teacher: Path, cifar_folder: Path,
@@ -100,18 +101,27 @@ def test_seed_command_lines_resolve(line: str, key: str, weights: tuple, tmp_pat
                                            f"{weights[1]:g}_b_{weights[2]:g}_trial_1")
 
 
+@pytest.mark.registry
 @pytest.mark.parametrize("key", KEYS)
 def test_default_weights_when_omitted(key: str, published_teacher: Path) -> None:
-    table = {"kd": (0.1, 0.9, 0), "hint": (1, 0, 100), "attention": (1, 0, 1000), "similarity": (1, 0, 3000),
-             "correlation": (1, 0, 0.02), "vid": (1, 0, 1), "crd": (1, 0, 0.8), "rkd": (1, 0, 1),
-             "pkt": (1, 0, 30000), "abound": (1, 0, 1), "factor": (1, 0, 200), "fsp": (1, 0, 50),
-             "nst": (1, 0, 50), "rrd": (1, 0, 1), "dcd": (1, 0, 1),
-             "dkd": (1, 0, 1), "dist": (1, 0, 2), "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1),
-             "reviewkd": (1, 0, 5), "ctkd": (0.1, 0, 0.9), "mlkd": (0.1, 0, 0.9),
-             "simkd": (0, 0, 1),
-             "catkd": (1, 0, 15)}
+    method = METHODS[key]
     opt = train_student.parse_args(["--path_t", str(published_teacher), "--distill", key])
-    assert (opt.gamma, opt.alpha, opt.beta) == table[key]
+    assert (opt.gamma, opt.alpha, opt.beta) == (method.default_gamma, method.default_alpha, method.default_beta)
+
+
+# -r, -a, -b of the papers' CIFAR-100 settings (RepDistiller's scripts and each method's official code)
+PAPER_WEIGHTS = {"kd": (0.1, 0.9, 0), "hint": (1, 0, 100), "attention": (1, 0, 1000), "similarity": (1, 0, 3000),
+                 "correlation": (1, 0, 0.02), "vid": (1, 0, 1), "crd": (1, 0, 0.8), "rkd": (1, 0, 1),
+                 "pkt": (1, 0, 30000), "abound": (1, 0, 1), "factor": (1, 0, 200), "fsp": (1, 0, 50),
+                 "nst": (1, 0, 50), "rrd": (1, 0, 1), "dcd": (1, 0, 1), "dkd": (1, 0, 1), "dist": (1, 0, 2),
+                 "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1), "reviewkd": (1, 0, 5),
+                 "ctkd": (0.1, 0, 0.9), "mlkd": (0.1, 0, 0.9), "simkd": (0, 0, 1), "catkd": (1, 0, 15)}
+
+
+@pytest.mark.parametrize("key", sorted(PAPER_WEIGHTS))
+def test_declared_default_weights_are_the_papers(key: str) -> None:
+    method = METHODS[key]
+    assert (method.default_gamma, method.default_alpha, method.default_beta) == PAPER_WEIGHTS[key]
 
 
 def test_teacher_arch_from_folder_name_longest_prefix(tmp_path: Path) -> None:
