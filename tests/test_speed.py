@@ -233,7 +233,31 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytes
         torch.testing.assert_close(model(images), reference(images))
         assert model._compiled_call_impl is None  # eager from now on
         model(images).sum().backward()
-    assert capsys.readouterr().err.count("warning: torch.compile failed") == 1
+    output = capsys.readouterr()
+    assert output.err.count("warning: torch.compile failed") == 1
+    # what reports the configuration says what ran: the flags (checkpoints) and one corrected speed line
+    assert opt.compile is False and not any(runner.runs_compiled(model) for model in models)
+    assert output.out.count("speed: channels_last off, compile off (torch.compile failed") == 1
+
+
+@pytest.mark.slow
+def test_benchmark_rows_report_a_compile_fallback_as_eager(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the benchmark script extends both on import
+    monkeypatch.setenv("DISTILLERS_OFFLINE", "1")
+    spec = importlib.util.spec_from_file_location("bench_throughput", ROOT / "bench" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_throughput", throughput)  # dataclasses look their module up
+    spec.loader.exec_module(throughput)
+    monkeypatch.setenv("DISTILLERS_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=failing_backend))
+    monkeypatch.setattr(runner, "_compile_warned", False)
+    args = throughput.parse_args(["--model_t", "resnet8", "--model_s", "resnet8", "--device", "cpu", "--n_train",
+                                  "128", "--batch_size", "8", "--steps", "1", "--warmup", "1", "--rounds", "1",
+                                  "--configs", "compile=on"])
+    (record,) = throughput.run(args)["records"]
+    assert record["compile"] is False
 
 
 def test_compile_unavailable_at_call_time_falls_back(monkeypatch: pytest.MonkeyPatch,
