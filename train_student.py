@@ -142,6 +142,8 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
                              feature_shapes(teacher, method_class.teacher_uses_preact(), device, size),
                              data.train_labels.to(device), device)
     method = method_class(context).to(device)
+    if distributed.is_main() and (notice := method_class.warmup_notice(opt)):
+        print(notice, flush=True)
     if opt.sync_bn:
         method = distributed.convert_sync_batchnorm(method, device)
     return student, teacher, method

@@ -45,6 +45,26 @@ def test_each_method_is_one_documented_file(key: str) -> None:
     assert method.label() == method.display_name
     for flag in method.flags:
         flag.check(flag.default)  # defaults are in range
+    assert method.warmup_flag in (None, *(flag.name for flag in method.flags)), key
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize("key", [key for key, method in METHODS.items() if method.warmup_flag])
+def test_a_run_shorter_than_the_warmup_says_so(key: str, tmp_path: Path) -> None:
+    import train_student
+
+    method = METHODS[key]
+    teacher = write_published_teacher(tmp_path, "resnet8")
+    flag = method.warmup_flag
+    default = next(f.default for f in method.flags if f.name == flag)
+
+    def notice(*extra: str) -> str | None:
+        return method.warmup_notice(train_student.parse_args(["--path_t", str(teacher), "--distill", key, *extra]))
+
+    short = notice("--epochs", "2")
+    assert short and f"{flag} {default}" in short and f"{2 / default:.0%}" in short
+    assert notice("--epochs", str(default)) is None and notice("--epochs", "2", flag, "2") is None
+    assert notice("--epochs", "2", flag, "0") is None
 
 
 @pytest.mark.registry

@@ -29,13 +29,15 @@ CASES = [(key, []) for key in KEYS] + [(key, ["-a", "1"]) for key in KEYS if MET
 @pytest.mark.slow
 @pytest.mark.parametrize("key,weights", CASES, ids=[k + ("+kd" if w else "") for k, w in CASES])
 def test_every_method_trains(key: str, weights: list[str], published_teacher: Path, cifar_folder: Path,
-                             tmp_path: Path) -> None:
+                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--path_t", str(published_teacher), "--distill", key, "--model_s", "resnet8", *weights,
             "--epochs", "1", "--init_epochs", "1", "--batch_size", "64", "--data_folder", str(cifar_folder),
             "--save_folder", str(tmp_path), "--nce_k", "200", "--device", "cpu", "--no_progress",
             "--print_freq", "2"]
     train_student.main(argv)
     opt = train_student.parse_args(argv)
+    notice = METHODS[key].warmup_notice(opt)  # 1 epoch is shorter than any warm-up: said once, at start
+    assert capsys.readouterr().out.count(notice) == 1 if notice else True
     run_dir = tmp_path / "student" / "student_model" / train_student.run_name(opt)
     assert run_dir.name.startswith(f"{key}_cifar100_S_resnet8_T_resnet8_r_")
     with open(run_dir / "metrics.csv") as handle:
