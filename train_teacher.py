@@ -63,7 +63,8 @@ def train(opt: argparse.Namespace, run_dir: Path) -> float:
     data, train_loader, test_loader = build_data(opt, device)
     model = prepare_model(all_model_dict[opt.model](num_classes=data.num_classes), opt, device)
     optimizer = make_optimizer(model.parameters(), opt, device)
-    print(f"Training teacher {opt.model} on {opt.dataset} ({plural(len(train_loader), 'step')}/epoch, device {device}) "
+    print(f"Training {opt.model} from scratch (cross-entropy) on {opt.dataset} ({plural(len(train_loader), 'step')}/epoch, "
+          f"device {device}) "
           f"-> {run_dir}")
     result = run_stage(ClassifierTask(model), optimizer, train_loader, test_loader, opt, run_dir, tb_dir,
                        opt.model, opt.model, resume)
