@@ -187,3 +187,21 @@ def test_cli_formats_and_errors(save: Path, tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "No runs found" in " ".join(capsys.readouterr().err.split())
+
+
+def test_plot_colours_follow_the_method_and_epochs_are_whole(save: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from reporting import summary
+
+    figures = []
+    monkeypatch.setattr(summary, "_save", lambda figure, path: figures.append(figure) or path)
+    summarize(save, tmp_path, "csv", make_plots=True)
+    pair = [figure for figure in figures if "resnet32x4 -> resnet8x4" in
+            (figure._suptitle.get_text() if figure._suptitle else figure.axes[0].get_title())]
+    colours: dict[str, tuple] = {}
+    for axis in (axis for figure in pair for axis in figure.axes if axis.get_visible()):
+        for line in axis.get_lines():
+            method = line.get_label().split(" (n=")[0]
+            assert colours.setdefault(method, line.get_color()) == line.get_color(), method
+        assert all(float(tick).is_integer() for tick in axis.get_xticks()), axis.get_title()
+    assert len(colours) >= 2 and len(set(colours.values())) == len(colours)
