@@ -20,7 +20,7 @@ from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
 from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, load_checkpoint, load_weights
-from helper.errors import UserError, report_user_errors
+from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import validate
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     """Validate flags, fill the method's default weights and find the teacher's architecture."""
     if opt.model_s not in all_model_dict:
-        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(all_model_dict)}.")
+        raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, all_model_dict)}"
+                        f" Choose one of: {', '.join(all_model_dict)}.")
     method = resolve_method(opt.distill)
     if method.key != opt.distill:
         print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")

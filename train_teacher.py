@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dataset.build import build_data
 from helper import distributed
-from helper.errors import UserError, report_user_errors
+from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset,
                             finalize_training_args, resolve_resume)
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt = build_parser().parse_args(argv)
     if opt.model not in all_model_dict:
-        raise UserError(f"Unknown --model '{opt.model}'. Choose one of: {', '.join(all_model_dict)}.")
+        raise UserError(f"Unknown --model '{opt.model}'.{did_you_mean(opt.model, all_model_dict)}"
+                        f" Choose one of: {', '.join(all_model_dict)}.")
     check_model_for_dataset(opt.model, opt.dataset, "--model")
     return finalize_training_args(opt, opt.model)
 

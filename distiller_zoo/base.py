@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from helper.errors import UserError
+from helper.errors import UserError, did_you_mean
 from helper.loop import Progress
 
 METHODS: dict[str, type["Distiller"]] = {}
@@ -268,5 +268,6 @@ def resolve_method(name: str) -> type[Distiller]:
     for method in METHODS.values():
         if name in method.aliases:
             return method
-    raise UserError(f"Unknown --distill '{name}'. Choose one of: {', '.join(METHODS)} (README, 'Methods', says "
-                    "what each one is).")
+    spellings = {spelling: key for key, method in METHODS.items() for spelling in (*method.aliases, method.display_name)}
+    raise UserError(f"Unknown --distill '{name}'.{did_you_mean(name, METHODS, spellings)} Choose one of: "
+                    f"{', '.join(METHODS)} (README, 'Methods', says what each one is).")
