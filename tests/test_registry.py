@@ -1,5 +1,6 @@
 """The registry is the single source of truth: every method is one file, and a new file is picked up
-by the flags, training, resume, the summary and the README without any other edit."""
+by the flags, training, the sweeps, the summary and the README without any other edit: the tests marked
+``registry`` cover every registered method, and one check runs them after following README's recipe."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import distiller_zoo
 from distiller_zoo import METHODS
@@ -83,77 +83,37 @@ def test_aliases_and_unknown_keys() -> None:
         resolve_method("nope")
 
 
-THROWAWAY = '''"""TMP: a throw-away method written by tests/test_registry.py (deleted afterwards)."""
-import torch.nn.functional as F
-from torch import Tensor
+@pytest.mark.registry
+@pytest.mark.parametrize("key", list(METHODS))
+def test_help_lists_each_method_and_its_flags_are_range_checked(key: str, tmp_path: Path) -> None:
+    import train_student
 
-from distiller_zoo.base import Distiller, Features, Flag, register
-
-
-@register
-class Throwaway(Distiller):
-    display_name = "TMPKD"
-    paper = "nobody, a test, 2026"
-    flags = (Flag("--tmp_ramp", 2, "epochs over which the loss weight grows", minimum=1),)
-    default_beta = 0.5
-    uses_features = False
-
-    def __init__(self, context) -> None:
-        super().__init__(context)
-        self.ramp = context.opt.tmp_ramp
-
-    def loss(self, features: Features) -> Tensor:
-        weight = min(features.progress.epoch / self.ramp, 1.0)
-        return weight * F.mse_loss(features.student_logits, features.teacher_logits)
-'''
+    method = METHODS[key]
+    help_text = " ".join(train_student.build_parser().format_help().split())
+    assert key in help_text.split("method: ", 1)[1].split(" -r ", 1)[0]  # --distill's list
+    teacher = write_published_teacher(tmp_path, "resnet8")
+    for flag in method.flags:
+        assert re.search(rf"{re.escape(method.label())}[^()]*\(--distill [^)]*\b{key}\b", help_text), key
+        assert flag.name in help_text
+        if flag.minimum is not None and not isinstance(flag.default, bool):
+            below = type(flag.default)(flag.minimum - 1)
+            with pytest.raises(UserError, match=f"{flag.name} must be >= "):
+                train_student.parse_args(["--path_t", str(teacher), "--distill", key, flag.name, str(below)])
 
 
-@pytest.fixture
-def throwaway_key() -> str:
-    key = "zz_throwaway"
-    path = ROOT / "distiller_zoo" / f"{key}.py"
-    path.write_text(THROWAWAY)
-    try:
-        yield key
-    finally:
-        path.unlink()
+@pytest.mark.registry
+@pytest.mark.parametrize("key", list(METHODS))
+def test_the_summary_names_each_method_as_its_file_says(key: str, tmp_path: Path) -> None:
+    from reporting.summary import summarize
+    from test_summary import student_run
 
-
-def _python(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def _argv(teacher: Path, data: Path, save: Path, key: str, epochs: int, *extra: str) -> list[str]:
-    return ["train_student.py", "--path_t", str(teacher), "--distill", key, "--model_s", "resnet8", "--epochs",
-            str(epochs), "--lr_decay_epochs", "1", "--data_folder", str(data), "--save_folder", str(save),
-            "--device", "cpu", "--no_progress", "--seed", "3", *extra]
-
-
-@pytest.mark.slow
-def test_a_new_method_file_is_all_it_takes(throwaway_key: str, cifar_folder: Path, tmp_path: Path) -> None:
-    help_text = _python("train_student.py", "-h").stdout
-    assert "TMPKD (--distill zz_throwaway)" in help_text and "--tmp_ramp" in help_text
-    refused = _python("train_student.py", "--distill", throwaway_key, "--tmp_ramp", "0", check=False)
-    assert refused.returncode == 2 and "--tmp_ramp must be >= 1" in refused.stderr
-    teacher = write_published_teacher(tmp_path / "teacher", "resnet8")
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _python(*_argv(teacher, cifar_folder, straight, throwaway_key, 2))
-    _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 1))
-    _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 2, "--resume", "auto"))
-    (run_dir,) = (straight / "student" / "student_model").iterdir()
-    (resumed_dir,) = (resumed / "student" / "student_model").iterdir()
-    assert run_dir.name.startswith("zz_throwaway_cifar100_S_resnet8_T_resnet8_r_1_a_0_b_0.5_trial_1")
-    a, b = (torch.load(d / "resnet8_last.pth", weights_only=True) for d in (run_dir, resumed_dir))
-    for name, value in a["model"].items():  # the epoch-dependent weight is the same after --resume auto
-        assert torch.equal(value, b["model"][name]), name
-    with open(run_dir / "metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 and float(rows[0]["zz_throwaway"]) > 0
-    summary = _python("-m", "reporting.summary", str(straight)).stdout
-    assert "TMPKD" in summary
+    method = METHODS[key]
+    student_run(tmp_path, key, "resnet8", "resnet32x4", method.default_gamma, method.default_alpha,
+                method.default_beta, 1, [10.0, 20.0])
+    text, _ = summarize(tmp_path, tmp_path / "out", "csv")
+    with open(tmp_path / "out" / "summary.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["method"] == method.label(method.default_alpha), text
 
 
 def _copy_of_the_repository(target: Path) -> Path:
