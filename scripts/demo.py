@@ -64,8 +64,8 @@ def train(script: str, argv: list[str], log: Path) -> tuple[float, float]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher_epochs", type=int, default=15)
-    parser.add_argument("--student_epochs", type=int, default=10)
+    parser.add_argument("--teacher_epochs", type=int, default=10)
+    parser.add_argument("--student_epochs", type=int, default=8)
     parser.add_argument("--save_folder", default=str(ROOT / "save" / "demo"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=min(2, len(usable_cores()) or 1),
