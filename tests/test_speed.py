@@ -20,7 +20,7 @@ from distiller_zoo import METHODS, DistillTask
 from helper import runner
 from helper.folding import CALL_MODES, batchnorm_layers, fold_batchnorm
 from helper.loop import Progress
-from helper.options import COMPILE_MIN_STEPS
+from helper.options import COMPILE_MIN_STEPS, cpu_count
 from helpers import ROOT, write_published_teacher
 from models import all_model_dict, model_dict
 
@@ -205,6 +205,22 @@ def test_auto_resolves_as_documented_on_cpu() -> None:
     assert runner.resolve_compile("auto", cpu, threshold) is True
     assert runner.resolve_compile("off", cpu, 10**9) is False and runner.resolve_compile("on", cpu, 1) is True
     assert runner.resolve_compile("auto", torch.device("meta"), 10**9) is False
+
+
+def test_cpu_threads_follow_omp_num_threads_outside_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helper.util import configure_threads
+
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        configure_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # under torchrun: the cores split among its processes
+        configure_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == max(1, cpu_count() // 2)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_help_says_what_auto_picks(capsys: pytest.CaptureFixture[str]) -> None:
