@@ -23,7 +23,7 @@ from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
 from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method, unused_method_flags
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
-from helper.errors import UserError, report_user_errors
+from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import validate
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
@@ -72,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     """Validate flags, fill the method's default weights and find the teacher's architecture."""
     if opt.model_s not in all_model_dict:
-        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(all_model_dict)}.")
+        raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, all_model_dict)}"
+                        f" Choose one of: {', '.join(all_model_dict)}.")
     method = resolve_method(opt.distill)
     if method.key != opt.distill:
         print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")
@@ -161,6 +162,8 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
                              feature_shapes(teacher, method_class.teacher_uses_preact(), device, size),
                              data.train_labels.to(device), device)
     method = method_class(context).to(device)
+    if distributed.is_main() and (notice := method_class.warmup_notice(opt)):
+        print(notice, flush=True)
     if opt.sync_bn:
         method = distributed.convert_sync_batchnorm(method, device)
     return student, teacher, method

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dataset.build import build_data
 from helper import distributed
-from helper.errors import UserError, report_user_errors
+from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset,
                             finalize_training_args, resolve_resume)
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt = build_parser().parse_args(argv)
     if opt.model not in all_model_dict:
-        raise UserError(f"Unknown --model '{opt.model}'. Choose one of: {', '.join(all_model_dict)}.")
+        raise UserError(f"Unknown --model '{opt.model}'.{did_you_mean(opt.model, all_model_dict)}"
+                        f" Choose one of: {', '.join(all_model_dict)}.")
     check_model_for_dataset(opt.model, opt.dataset, "--model")
     return finalize_training_args(opt, opt.model)
 
@@ -67,7 +68,8 @@ def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     record = record_run(plan, data, resume)
     model = prepare_model(all_model_dict[opt.model](num_classes=data.num_classes), opt, device)
     optimizer = make_optimizer(model.parameters(), opt, device)
-    print(f"Training teacher {opt.model} on {opt.dataset} ({plural(len(train_loader), 'step')}/epoch, device {device}) "
+    print(f"Training {opt.model} from scratch (cross-entropy) on {opt.dataset} ({plural(len(train_loader), 'step')}/epoch, "
+          f"device {device}) "
           f"-> {run_dir}")
     result = run_stage(ClassifierTask(model), optimizer, train_loader, test_loader, opt, run_dir, tb_dir,
                        opt.model, opt.model, resume, extra={"run": record})

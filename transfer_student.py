@@ -15,7 +15,7 @@ from torch import nn
 from dataset.build import build_data
 from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
-from helper.errors import UserError, report_user_errors
+from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.loop import ClassifierTask
 from helper.options import HelpFormatter, RunPlan, add_training_args, finalize_training_args, resolve_resume
 from helper.provenance import checkpoint_source, run_identity, training_settings
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt = build_parser().parse_args(argv)
     if opt.model_s not in model_dict:
-        raise UserError(f"Unknown --model_s '{opt.model_s}'. Choose one of: {', '.join(model_dict)}.")
+        raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, model_dict)}"
+                        f" Choose one of: {', '.join(model_dict)}.")
     if opt.path_s is None:
         raise UserError("--path_s is required: the distilled student's checkpoint, e.g. save/student/student_model/"
                         "<run>/<model_s>_best.pth.")

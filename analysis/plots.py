@@ -117,8 +117,12 @@ def plot_reliability(panels: Sequence[tuple[str, Calibration]], path: Path) -> P
 
 
 def plot_class_accuracy_difference(panels: Sequence[tuple[str, np.ndarray]], path: Path) -> Path:
-    """Per-class top-1 accuracy of student minus teacher, sorted, one bar chart per student."""
+    """Per-class top-1 accuracy of student minus teacher, sorted, one bar chart per student (one y-scale
+    for all, so the bars of different students compare)."""
     figure, axes = panel_grid(len(panels), width=3.8, height=3.0)
+    finite = np.concatenate([difference[np.isfinite(difference)] for _, difference in panels] + [np.zeros(1)])
+    margin = 0.05 * max(float(finite.max() - finite.min()), 1.0)
+    limits = (float(finite.min()) - margin, float(finite.max()) + margin)
     for axis, (title, difference) in zip(axes, panels):
         present = np.flatnonzero(np.isfinite(difference))
         order = present[np.argsort(difference[present], kind="stable")]
@@ -130,4 +134,5 @@ def plot_class_accuracy_difference(panels: Sequence[tuple[str, np.ndarray]], pat
         axis.set_xlabel("class (sorted)", fontsize=8)
         axis.set_ylabel("student - teacher (points)", fontsize=8)
         axis.set_title(f"{title}\nmean {np.mean(values):+.2f}", fontsize=9)
+        axis.set_ylim(limits)
     return save(figure, path, "Per-class top-1 accuracy: student minus teacher")

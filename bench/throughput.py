@@ -49,7 +49,7 @@ from helper.loop import EpochMeters, autocast_factory, train_step  # noqa: E402
 from helper.options import cpu_count  # noqa: E402
 from dataset.build import build_data  # noqa: E402
 from dataset.teacher_bank import TeacherBank  # noqa: E402
-from helper.runner import resolve_speed_options, setup  # noqa: E402
+from helper.runner import resolve_speed_options, runs_compiled, setup  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -265,6 +265,8 @@ class Variant:
         images, labels, index = next(self.batches)
         waited = time.perf_counter() - started
         output = train_step(self.task, self.optimizer, images, labels, index, self.autocast, self.scaler)
+        if self.settings["compile"] and not runs_compiled(self.task.model):  # torch.compile fell back
+            self.settings["compile"] = False
         self.meters.update(output, labels, self.steps_done)
         self.steps_done += 1
         return waited

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from helper.errors import UserError
+from helper.errors import UserError, did_you_mean
 from helper.loop import Progress
 from helper.runner import make_optimizer as make_sgd
 
@@ -140,6 +140,7 @@ class Distiller(nn.Module):
     teacher_preact: ClassVar[bool | None] = None  # the teacher's features pre-ReLU; None: as uses_preact
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only
     init_stage: ClassVar[bool] = False         # pre-train some modules for --init_epochs first
+    warmup_flag: ClassVar[str | None] = None   # the flag of the epochs over which the loss ramps in
     # Augmented views of each training image (dataset.VIEWS: 'weak' = crop + flip, 'strong' = also
     # RandAugment + Cutout). The first view is the batch of CE, KD and accuracy; the others reach
     # loss() as features.views[name], and the CE term sums over all views.
@@ -152,6 +153,16 @@ class Distiller(nn.Module):
     def teacher_uses_preact(cls) -> bool:
         """Whether the teacher's features are taken pre-ReLU (``teacher_preact``, else ``uses_preact``)."""
         return cls.uses_preact if cls.teacher_preact is None else cls.teacher_preact
+
+    @classmethod
+    def warmup_notice(cls, opt: argparse.Namespace) -> str | None:
+        """One line when --epochs ends before the loss has ramped in over ``warmup_flag`` epochs, else None."""
+        warmup = getattr(opt, cls.warmup_flag.lstrip("-"), 0) if cls.warmup_flag else 0
+        if opt.epochs >= warmup:
+            return None
+        return (f"note: --epochs {opt.epochs} is shorter than {cls.label()}'s warm-up ({cls.warmup_flag} {warmup}): "
+                f"its loss weight ramps up over {warmup} epochs and reaches {opt.epochs / warmup:.0%} by the last "
+                f"epoch; pass e.g. {cls.warmup_flag} {max(opt.epochs // 10, 1)} for a short run.")
 
     def loss(self, features: Features) -> Tensor:
         """The method loss for one batch (unweighted)."""
@@ -276,5 +287,6 @@ def resolve_method(name: str) -> type[Distiller]:
     for method in METHODS.values():
         if name in method.aliases:
             return method
-    raise UserError(f"Unknown --distill '{name}'. Choose one of: {', '.join(METHODS)} (README, 'Methods', says "
-                    "what each one is).")
+    spellings = {spelling: key for key, method in METHODS.items() for spelling in (*method.aliases, method.display_name)}
+    raise UserError(f"Unknown --distill '{name}'.{did_you_mean(name, METHODS, spellings)} Choose one of: "
+                    f"{', '.join(METHODS)} (README, 'Methods', says what each one is).")

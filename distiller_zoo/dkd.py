@@ -66,6 +66,7 @@ class DecoupledKD(Distiller):
     display_name = "DKD"
     paper = "Zhao et al., Decoupled Knowledge Distillation, CVPR 2022"
     teacher_reads = "logits"  # a teacher bank can stand in for the teacher
+    warmup_flag = "--dkd_warmup"
     flags = (Flag("--dkd_alpha", 1.0, "DKD weight of the target-class term TCKD", minimum=0),
              Flag("--dkd_beta", 8.0, "DKD weight of the non-target-class term NCKD (mdistiller CIFAR-100: 8; "
                   "2 for resnet56/resnet110 teachers, 6 for vgg13 and wrn_40_2 -> wrn_* pairs)", minimum=0),

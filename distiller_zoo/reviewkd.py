@@ -102,6 +102,7 @@ class ReviewKD(Distiller):
 
     display_name = "ReviewKD"
     paper = "Chen, Liu, Zhao & Jia, Distilling Knowledge via Knowledge Review, CVPR 2021"
+    warmup_flag = "--reviewkd_warmup"
     flags = (Flag("--reviewkd_warmup", 20, "epochs over which the ReviewKD loss weight ramps up as "
                   "min(epoch / N, 1); 0: full weight from the start", minimum=0),)
     default_beta = 5.0

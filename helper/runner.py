@@ -75,17 +75,19 @@ def resolve_speed_options(opt: argparse.Namespace, device: torch.device, steps: 
 _compile_warned = False
 
 
-def compile_with_fallback(model: torch.nn.Module) -> torch.nn.Module:
+def compile_with_fallback(model: torch.nn.Module, on_fallback: Callable[[], None] | None = None) -> torch.nn.Module:
     """``model.compile()`` (torch.compile of its call; state_dict keys unchanged) that falls back to the
     eager model, with one warning per process, when compiling fails (no C++ compiler, an unsupported
-    GPU or Python version, a graph break the backend cannot handle, ...). An error the eager model
-    raises too is re-raised as it is."""
+    GPU or Python version, a graph break the backend cannot handle, ...), then calls ``on_fallback``.
+    An error the eager model raises too is re-raised as it is."""
     # inductor's C++ build for CPU warns that no CUDA runtime exists, which is expected without a GPU
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         compiled = torch.compile(model._call_impl)
     except Exception as error:  # e.g. torch.compile unsupported on this Python
         _warn_compile_failed(error)
+        if on_fallback is not None:
+            on_fallback()
         return model
 
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -95,10 +97,17 @@ def compile_with_fallback(model: torch.nn.Module) -> torch.nn.Module:
             model._compiled_call_impl = None  # eager from now on
             output = model._call_impl(*args, **kwargs)  # raises if the model itself is broken
             _warn_compile_failed(error)
+            if on_fallback is not None:
+                on_fallback()
             return output
 
     model._compiled_call_impl = call  # what Module.compile() sets
     return model
+
+
+def runs_compiled(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is (still) compiled: False before compile_with_fallback and after a fallback."""
+    return getattr(model, "_compiled_call_impl", None) is not None
 
 
 def _warn_compile_failed(error: Exception) -> None:
@@ -110,6 +119,16 @@ def _warn_compile_failed(error: Exception) -> None:
               "without compilation. Pass --compile off to skip the attempt.", file=sys.stderr, flush=True)
 
 
+def _record_eager(opt: argparse.Namespace) -> None:
+    """After a compile fallback, --compile is off: in a corrected speed line, in the flags every later
+    checkpoint records, and for whatever reads ``opt.compile`` to report the run's configuration."""
+    if opt.compile:
+        opt.compile = False
+        if distributed.is_main():
+            print(f"speed: channels_last {'on' if opt.channels_last else 'off'}, compile off (torch.compile "
+                  "failed, the models run eagerly)", flush=True)
+
+
 def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch.device,
                   trained: bool = True, compile: bool | None = None) -> torch.nn.Module:
     """Move ``model`` to ``device`` in the requested memory format (a ``trained`` model's BatchNorm
@@ -119,7 +138,7 @@ def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch
         model = distributed.convert_sync_batchnorm(model, device)
     model.to(device, memory_format=torch.channels_last if opt.channels_last else torch.contiguous_format)
     if opt.compile if compile is None else compile:
-        compile_with_fallback(model)
+        compile_with_fallback(model, on_fallback=lambda: _record_eager(opt))
     return model
 
 

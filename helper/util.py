@@ -33,13 +33,19 @@ def set_seed(seed: int) -> None:
 
 def configure_threads(device: torch.device) -> None:
     """On CPU, use one intra-op thread per core, shared among the processes torchrun started on
-    this machine (torch's default oversubscribes with workers)."""
+    this machine (torch's default oversubscribes with workers); outside torchrun an OMP_NUM_THREADS
+    the user set wins (e.g. 1 on a busy shared machine, where threads that wait on each other cost
+    more than they gain)."""
     if device.type == "cpu":
         import os
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        torch.set_num_threads(max(1, cores // max(1, processes)))
+        requested = os.environ.get("OMP_NUM_THREADS", "")
+        if "LOCAL_WORLD_SIZE" not in os.environ and requested.isdigit() and int(requested) > 0:
+            torch.set_num_threads(int(requested))  # (torchrun sets OMP_NUM_THREADS=1 for its processes itself)
+        else:
+            torch.set_num_threads(max(1, cores // max(1, processes)))
 
 
 def learning_rate_at(epoch: int, base_lr: float, decay_epochs: list[int], decay_rate: float) -> float:

@@ -233,6 +233,7 @@ def plot(groups: list[Group], folder: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels: dict[tuple[str, str], list[Group]] = {}
     for group in groups:
@@ -253,13 +254,16 @@ def plot(groups: list[Group], folder: Path) -> list[Path]:
                     for g in members if any(r.rows for r in g.runs)]
         if not labelled:
             continue
+        palette = plt.get_cmap("tab10" if len(labelled) <= 10 else "tab20")
+        colour = {label: palette(index % palette.N) for index, (label, _) in enumerate(labelled)}  # same in every panel
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for label, group in labelled:
             epochs, accuracy = mean_curve(group.runs, "test_acc1")
             if epochs:
-                axis.plot(epochs, accuracy, label=f"{label} (n={len(group.runs)})",
+                axis.plot(epochs, accuracy, label=f"{label} (n={len(group.runs)})", color=colour[label],
                           marker="." if len(epochs) < 20 else None)
         axis.set(title=f"{title}: test accuracy (mean over trials)", xlabel="epoch", ylabel="top-1 (%)")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=2)
         written.append(_save(figure, folder / f"{_slug(stem)}_acc.png"))
@@ -276,11 +280,13 @@ def plot(groups: list[Group], folder: Path) -> list[Path]:
             for label, group in labelled:
                 epochs, values = mean_curve(group.runs, name)
                 if epochs:
-                    axis.plot(epochs, values, label=label, marker="." if len(epochs) < 20 else None)
+                    axis.plot(epochs, values, label=label, color=colour[label],
+                              marker="." if len(epochs) < 20 else None)
                     plotted += values
             if plotted and min(plotted) > 0 and max(plotted) > 20 * min(plotted):  # spans decades
                 axis.set_yscale("log")
             axis.set(title=f"loss '{name}'", xlabel="epoch")
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(alpha=0.3)
             axis.legend(fontsize=6)
         for axis in list(axes.flat)[len(losses):]:

@@ -12,8 +12,9 @@ next run, claims its folder with an OS lock (helper/runlock.py: no other process
 another one, trains it meanwhile), skips it when finished, and starts it (with --resume auto when
 unfinished) with CUDA_VISIBLE_DEVICES set to the worker's GPU. Runs held by another process are
 waited for: resumed when that process dies, skipped when it finished them. Each run's output goes
-to <save_folder>/logs/<run folder>.log (and to the terminal with one worker). A failed run does not
-stop the others; Ctrl-C or SIGTERM stops every run (each saves a checkpoint; the next sweep resumes
+to <save_folder>/logs/<run folder relative to save_folder>.log (a student's:
+<save_folder>/logs/student/student_model/<run>.log), and to the terminal with one worker. A failed run
+does not stop the others; Ctrl-C or SIGTERM stops every run (each saves a checkpoint; the next sweep resumes
 them). Exit status: 0 when every run is finished, 1 when some failed or hold a run of other settings
 (conflict: never trained into), 130/143 when stopped.
 """

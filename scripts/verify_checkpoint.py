@@ -22,11 +22,12 @@ sys.path.insert(0, str(ROOT))
 def verify(path: Path, arch: str, num_classes: int = 100) -> str:
     """Load ``path`` into a fresh ``arch`` model; return a one-line description, or raise UserError."""
     from helper.checkpoint import load_checkpoint, load_weights
-    from helper.errors import UserError
+    from helper.errors import UserError, did_you_mean
     from models import model_dict
 
     if arch not in model_dict:
-        raise UserError(f"Unknown architecture '{arch}'. Choose one of: {', '.join(model_dict)}.")
+        raise UserError(f"Unknown architecture '{arch}'.{did_you_mean(arch, model_dict)} Choose one of: "
+                        f"{', '.join(model_dict)}.")
     state = load_checkpoint(path, f"{arch} checkpoint")
     model = model_dict[arch](num_classes=num_classes)
     load_weights(model, state, path, arch, "file")

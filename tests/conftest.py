@@ -1,7 +1,12 @@
 """Shared, session-scoped fixtures: small generated datasets in their official on-disk formats."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One CPU thread per process (this one and the entry scripts it starts): the tests' batches are tiny, so
+# a second thread gains little, and on a busy machine threads that wait on each other made runs 5x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -167,6 +167,18 @@ def save_model(path: Path, arch: str, num_classes: int = 100, seed: int = 0, rec
     return path
 
 
+def test_per_class_panels_share_one_y_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda figure, path, title: figures.append(figure) or path)
+    plots.plot_class_accuracy_difference([("near", np.array([-1.0, 0.5, np.nan])),
+                                          ("far", np.array([-30.0, 12.0, 4.0]))], tmp_path / "c.png")
+    (figure,) = figures
+    limits = [axis.get_ylim() for axis in figure.axes if axis.get_visible()]
+    assert len(limits) == 2 and limits[0] == limits[1] and limits[0][0] < -30 and limits[0][1] > 12
+
+
 def test_run_folder_takes_best_then_last(tmp_path: Path) -> None:
     run = tmp_path / "kd_cifar100_S_resnet8_T_resnet20_r_0.1_a_0.9_b_0_trial_2"
     save_model(run / "resnet8_last.pth", "resnet8")

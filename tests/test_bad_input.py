@@ -77,6 +77,15 @@ def test_unknown_names_and_bad_flags(teacher: Path, cifar_folder: Path, tmp_path
     fails(train_student.main, student(teacher, cifar_folder, save, "--distill", "kdd"), capsys,
           "Unknown --distill 'kdd'", "crd")
     fails(train_teacher.main, ["--model", "resnet_8"], capsys, "Unknown --model")
+    for name, meant in (("fitnet", "hint"), ("FitNet", "hint"), ("KD", "kd"), ("crdd", "crd"), ("rcd", None)):
+        if meant is None:  # an earlier name is accepted as it is
+            assert train_student.parse_args(student(teacher, cifar_folder, save, "--distill", name)).distill == "rrd"
+        else:
+            fails(train_student.main, student(teacher, cifar_folder, save, "--distill", name), capsys,
+                  f"Did you mean '{meant}'?")
+    for name, meant in (("mobilenetv2", "MobileNetV2"), ("resnet8X4", "resnet8x4"), ("wrn-40-2", "wrn_40_2")):
+        fails(train_teacher.main, ["--model", name], capsys, f"Unknown --model '{name}'. Did you mean '{meant}'?")
+    assert "Did you mean" not in fails(train_teacher.main, ["--model", "transformer"], capsys, "Choose one of")
     for flag in ("-r", "-a", "-b"):
         fails(train_student.main, student(teacher, cifar_folder, save, flag, "-1"), capsys, "must be >= 0")
     for bad in ("150,120", "a,b", "", "150;180"):

@@ -1,15 +1,17 @@
 """The registry is the single source of truth: every method is one file, and a new file is picked up
-by the flags, training, resume, the summary and the README without any other edit."""
+by the flags, training, the sweeps, the summary and the README without any other edit: the tests marked
+``registry`` cover every registered method, and one check runs them after following README's recipe."""
 from __future__ import annotations
 
 import ast
 import csv
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import distiller_zoo
 from distiller_zoo import METHODS
@@ -24,6 +26,7 @@ SEED_KEYS = ["kd", "hint", "attention", "similarity", "correlation", "vid", "crd
              "fsp", "nst", "rrd", "dcd"]
 
 
+@pytest.mark.registry
 def test_seed_keys_and_historical_loss_names() -> None:
     assert set(SEED_KEYS) <= set(METHODS)
     for name in HISTORICAL_LOSSES:
@@ -31,6 +34,7 @@ def test_seed_keys_and_historical_loss_names() -> None:
     from crd.criterion import CRDLoss  # noqa: F401  (RepDistiller's home of CRD)
 
 
+@pytest.mark.registry
 @pytest.mark.parametrize("key", list(METHODS))
 def test_each_method_is_one_documented_file(key: str) -> None:
     method = METHODS[key]
@@ -41,8 +45,29 @@ def test_each_method_is_one_documented_file(key: str) -> None:
     assert method.label() == method.display_name
     for flag in method.flags:
         flag.check(flag.default)  # defaults are in range
+    assert method.warmup_flag in (None, *(flag.name for flag in method.flags)), key
 
 
+@pytest.mark.registry
+@pytest.mark.parametrize("key", [key for key, method in METHODS.items() if method.warmup_flag])
+def test_a_run_shorter_than_the_warmup_says_so(key: str, tmp_path: Path) -> None:
+    import train_student
+
+    method = METHODS[key]
+    teacher = write_published_teacher(tmp_path, "resnet8")
+    flag = method.warmup_flag
+    default = next(f.default for f in method.flags if f.name == flag)
+
+    def notice(*extra: str) -> str | None:
+        return method.warmup_notice(train_student.parse_args(["--path_t", str(teacher), "--distill", key, *extra]))
+
+    short = notice("--epochs", "2")
+    assert short and f"{flag} {default}" in short and f"{2 / default:.0%}" in short
+    assert notice("--epochs", str(default)) is None and notice("--epochs", "2", flag, "2") is None
+    assert notice("--epochs", "2", flag, "0") is None
+
+
+@pytest.mark.registry
 def test_readme_tables_match_the_registry() -> None:
     tables = method_table.readme_tables((ROOT / "README.md").read_text())
     assert tables["methods"] == method_table.methods_table(), "run: python -m reporting.method_table --write"
@@ -51,80 +76,74 @@ def test_readme_tables_match_the_registry() -> None:
         assert f"`{key}`" in tables["methods"]
 
 
+@pytest.mark.registry
 def test_aliases_and_unknown_keys() -> None:
     assert resolve_method("icd") is METHODS["dcd"] and resolve_method("rcd") is METHODS["rrd"]
     with pytest.raises(UserError, match="Choose one of: kd"):
         resolve_method("nope")
 
 
-THROWAWAY = '''"""TMP: a throw-away method written by tests/test_registry.py (deleted afterwards)."""
-import torch.nn.functional as F
-from torch import Tensor
+@pytest.mark.registry
+@pytest.mark.parametrize("key", list(METHODS))
+def test_help_lists_each_method_and_its_flags_are_range_checked(key: str, tmp_path: Path) -> None:
+    import train_student
 
-from distiller_zoo.base import Distiller, Features, Flag, register
-
-
-@register
-class Throwaway(Distiller):
-    display_name = "TMPKD"
-    paper = "nobody, a test, 2026"
-    flags = (Flag("--tmp_ramp", 2, "epochs over which the loss weight grows", minimum=1),)
-    default_beta = 0.5
-    uses_features = False
-
-    def __init__(self, context) -> None:
-        super().__init__(context)
-        self.ramp = context.opt.tmp_ramp
-
-    def loss(self, features: Features) -> Tensor:
-        weight = min(features.progress.epoch / self.ramp, 1.0)
-        return weight * F.mse_loss(features.student_logits, features.teacher_logits)
-'''
+    method = METHODS[key]
+    help_text = " ".join(train_student.build_parser().format_help().split())
+    assert key in help_text.split("method: ", 1)[1].split(" -r ", 1)[0]  # --distill's list
+    teacher = write_published_teacher(tmp_path, "resnet8")
+    for flag in method.flags:
+        assert re.search(rf"{re.escape(method.label())}[^()]*\(--distill [^)]*\b{key}\b", help_text), key
+        assert flag.name in help_text
+        if flag.minimum is not None and not isinstance(flag.default, bool):
+            below = type(flag.default)(flag.minimum - 1)
+            with pytest.raises(UserError, match=f"{flag.name} must be >= "):
+                train_student.parse_args(["--path_t", str(teacher), "--distill", key, flag.name, str(below)])
 
 
-@pytest.fixture
-def throwaway_key() -> str:
-    key = "zz_throwaway"
-    path = ROOT / "distiller_zoo" / f"{key}.py"
-    path.write_text(THROWAWAY)
-    try:
-        yield key
-    finally:
-        path.unlink()
+@pytest.mark.registry
+@pytest.mark.parametrize("key", list(METHODS))
+def test_the_summary_names_each_method_as_its_file_says(key: str, tmp_path: Path) -> None:
+    from reporting.summary import summarize
+    from test_summary import student_run
+
+    method = METHODS[key]
+    student_run(tmp_path, key, "resnet8", "resnet32x4", method.default_gamma, method.default_alpha,
+                method.default_beta, 1, [10.0, 20.0])
+    text, _ = summarize(tmp_path, tmp_path / "out", "csv")
+    with open(tmp_path / "out" / "summary.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["method"] == method.label(method.default_alpha), text
 
 
-def _python(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+def _copy_of_the_repository(target: Path) -> Path:
+    """The tracked sources of this checkout (no environment, data, runs or caches)."""
+    skipped = {".venv", ".git", "save", "runs", "__pycache__", ".pytest_cache"}
 
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        if Path(folder) == ROOT / "data":  # datasets: only the scripts travel
+            return {name for name in names if not name.endswith(".sh")}
+        return skipped.intersection(names)
 
-def _argv(teacher: Path, data: Path, save: Path, key: str, epochs: int, *extra: str) -> list[str]:
-    return ["train_student.py", "--path_t", str(teacher), "--distill", key, "--model_s", "resnet8", "--epochs",
-            str(epochs), "--lr_decay_epochs", "1", "--data_folder", str(data), "--save_folder", str(save),
-            "--device", "cpu", "--no_progress", "--seed", "3", *extra]
+    shutil.copytree(ROOT, target, ignore=ignore, symlinks=True)
+    return target
 
 
 @pytest.mark.slow
-def test_a_new_method_file_is_all_it_takes(throwaway_key: str, cifar_folder: Path, tmp_path: Path) -> None:
-    help_text = _python("train_student.py", "-h").stdout
-    assert "TMPKD (--distill zz_throwaway)" in help_text and "--tmp_ramp" in help_text
-    refused = _python("train_student.py", "--distill", throwaway_key, "--tmp_ramp", "0", check=False)
-    assert refused.returncode == 2 and "--tmp_ramp must be >= 1" in refused.stderr
-    teacher = write_published_teacher(tmp_path / "teacher", "resnet8")
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _python(*_argv(teacher, cifar_folder, straight, throwaway_key, 2))
-    _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 1))
-    _python(*_argv(teacher, cifar_folder, resumed, throwaway_key, 2, "--resume", "auto"))
-    (run_dir,) = (straight / "student" / "student_model").iterdir()
-    (resumed_dir,) = (resumed / "student" / "student_model").iterdir()
-    assert run_dir.name.startswith("zz_throwaway_cifar100_S_resnet8_T_resnet8_r_1_a_0_b_0.5_trial_1")
-    a, b = (torch.load(d / "resnet8_last.pth", weights_only=True) for d in (run_dir, resumed_dir))
-    for name, value in a["model"].items():  # the epoch-dependent weight is the same after --resume auto
-        assert torch.equal(value, b["model"][name]), name
-    with open(run_dir / "metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 and float(rows[0]["zz_throwaway"]) > 0
-    summary = _python("-m", "reporting.summary", str(straight)).stdout
-    assert "TMPKD" in summary
+def test_the_readme_recipe_keeps_the_registry_tests_green(tmp_path: Path) -> None:
+    """Follow "Add a method" in a scratch copy: its example file, the table regeneration, then every test
+    marked `registry` (the cheap ones for all methods, the end-to-end ones for the new method only)."""
+    copy = _copy_of_the_repository(tmp_path / "repo")
+    recipe = (ROOT / "README.md").read_text().split("## Add a method", 1)[1]
+    (copy / "distiller_zoo" / "mym.py").write_text(re.search(r"```python\n(.*?)```", recipe, re.S).group(1))
+    regenerate = subprocess.run([sys.executable, "-m", "reporting.method_table", "--write"], cwd=copy,
+                                capture_output=True, text=True, timeout=300)
+    assert regenerate.returncode == 0, regenerate.stderr
+    files = sorted(str(path.relative_to(copy)) for path in (copy / "tests").glob("test_*.py")
+                   if "@pytest.mark.registry" in path.read_text())
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-v", "-m", "registry", "-k", "mym or not slow", *files],
+                           cwd=copy, capture_output=True, text=True, timeout=600)
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    passed = set(re.findall(r"::(\w+)\[mym\] PASSED", suite.stdout))
+    assert {"test_each_method_is_one_documented_file", "test_every_method_trains",
+            "test_default_weights_when_omitted"} <= passed, suite.stdout[-4000:]

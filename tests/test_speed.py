@@ -22,7 +22,7 @@ from distiller_zoo import METHODS, DistillTask
 from helper import runner
 from helper.folding import CALL_MODES, batchnorm_layers, fold_batchnorm
 from helper.loop import Progress
-from helper.options import COMPILE_MIN_STEPS
+from helper.options import COMPILE_MIN_STEPS, cpu_count
 from helpers import ROOT, write_published_teacher
 from models import all_model_dict, model_dict
 
@@ -121,6 +121,7 @@ def build_task(key: str, teacher_path: Path, cifar_folder: Path, save: Path, sta
     return task, teacher, train_loader
 
 
+@pytest.mark.registry
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(key for key in METHODS if len(METHODS[key].views) == 1))  # one view per batch
 def test_methods_never_modify_teacher_outputs(key: str, teacher_path: Path, cifar_folder: Path,
@@ -224,6 +225,22 @@ def test_auto_resolves_as_documented_on_cpu() -> None:
     assert runner.resolve_compile("auto", torch.device("meta"), 10**9) is False
 
 
+def test_cpu_threads_follow_omp_num_threads_outside_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helper.util import configure_threads
+
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        configure_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # under torchrun: the cores split among its processes
+        configure_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == max(1, cpu_count() // 2)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_help_says_what_auto_picks(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train_student.parse_args(["-h"])
@@ -250,7 +267,31 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytes
         torch.testing.assert_close(model(images), reference(images))
         assert model._compiled_call_impl is None  # eager from now on
         model(images).sum().backward()
-    assert capsys.readouterr().err.count("warning: torch.compile failed") == 1
+    output = capsys.readouterr()
+    assert output.err.count("warning: torch.compile failed") == 1
+    # what reports the configuration says what ran: the flags (checkpoints) and one corrected speed line
+    assert opt.compile is False and not any(runner.runs_compiled(model) for model in models)
+    assert output.out.count("speed: channels_last off, compile off (torch.compile failed") == 1
+
+
+@pytest.mark.slow
+def test_benchmark_rows_report_a_compile_fallback_as_eager(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the benchmark script extends both on import
+    monkeypatch.setenv("DISTILLERS_OFFLINE", "1")
+    spec = importlib.util.spec_from_file_location("bench_throughput", ROOT / "bench" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_throughput", throughput)  # dataclasses look their module up
+    spec.loader.exec_module(throughput)
+    monkeypatch.setenv("DISTILLERS_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=failing_backend))
+    monkeypatch.setattr(runner, "_compile_warned", False)
+    args = throughput.parse_args(["--model_t", "resnet8", "--model_s", "resnet8", "--device", "cpu", "--n_train",
+                                  "128", "--batch_size", "8", "--steps", "1", "--warmup", "1", "--rounds", "1",
+                                  "--configs", "compile=on"])
+    (record,) = throughput.run(args)["records"]
+    assert record["compile"] is False
 
 
 def test_compile_unavailable_at_call_time_falls_back(monkeypatch: pytest.MonkeyPatch,

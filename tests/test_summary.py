@@ -359,3 +359,21 @@ def test_runs_without_a_published_number_have_no_reproduction_row(tmp_path: Path
     assert teacher["protocol"] == "teacher file unknown"
     assert "| cifar100 | resnet56 | teacher (used) | 72.34 | 72.00 (1) |" in text
     assert not list((tmp_path / "out" / "plots").glob("reproduction_*.png"))  # no student against a published one
+
+
+def test_plot_colours_follow_the_method_and_epochs_are_whole(save: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from reporting import summary
+
+    figures = []
+    monkeypatch.setattr(summary, "_save", lambda figure, path: figures.append(figure) or path)
+    summarize(save, tmp_path, "csv", make_plots=True)
+    pair = [figure for figure in figures if "resnet32x4 -> resnet8x4" in
+            (figure._suptitle.get_text() if figure._suptitle else figure.axes[0].get_title())]
+    colours: dict[str, tuple] = {}
+    for axis in (axis for figure in pair for axis in figure.axes if axis.get_visible()):
+        for line in axis.get_lines():
+            method = line.get_label().split(" (n=")[0]
+            assert colours.setdefault(method, line.get_color()) == line.get_color(), method
+        assert all(float(tick).is_integer() for tick in axis.get_xticks()), axis.get_title()
+    assert len(colours) >= 2 and len(set(colours.values())) == len(colours)

@@ -9,8 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +40,7 @@ def _sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
                           timeout=600)
 
 
+@pytest.mark.registry
 def test_method_names_and_weights_come_from_the_registry() -> None:
     from distiller_zoo import METHODS
 
@@ -190,69 +189,6 @@ def test_distill_sweep_smoke_skip_and_summary(cifar_folder: Path, tmp_path: Path
     assert sorted(row["method"] for row in rows) == ["DCD", "KD"]
     assert all(row["epochs_done"] == "1" and row["unfinished"] == "0" for row in rows)
     assert "| resnet8 -> resnet8 |" in summary.stdout and (save / "summary.md").is_file()
-
-
-PROBE_METHOD = '''
-    """{key}: a throw-away method written by tests/test_sweeps.py (deleted when the test ends)."""
-    from __future__ import annotations
-
-    from torch import Tensor
-
-    from distiller_zoo.base import Distiller, Features, register
-
-    __all__: list[str] = []
-
-
-    @register
-    class SweepProbe(Distiller):
-        """Mean squared difference of the logits."""
-
-        display_name = "SweepProbe"
-        paper = "none"
-        default_beta = 0.5
-        sweep_with_kd = True
-        uses_features = False
-
-        def loss(self, features: Features) -> Tensor:
-            return (features.student_logits - features.teacher_logits).pow(2).mean()
-'''
-
-
-@pytest.fixture
-def probe_method() -> Iterator[str]:
-    """A new method file in distiller_zoo/ for the duration of one test."""
-    key = f"sweepprobe{os.getpid()}"
-    path = REPO / "distiller_zoo" / f"{key}.py"
-    path.write_text(textwrap.dedent(PROBE_METHOD.format(key=key)).lstrip())
-    try:
-        yield key
-    finally:
-        path.unlink()
-        for cached in (REPO / "distiller_zoo" / "__pycache__").glob(f"{key}.*"):
-            cached.unlink()
-
-
-@pytest.mark.slow
-def test_a_new_method_file_runs_in_the_sweep_with_no_other_edit(probe_method: str, cifar_folder: Path,
-                                                                 tmp_path: Path) -> None:
-    teacher = write_published_teacher(tmp_path / "teachers", "resnet8")
-    save = tmp_path / "save"
-    listed = _sh(f'SCRIPT_DIR={SCRIPTS}; ROOT={REPO}; . "$SCRIPT_DIR/common.sh"; load_methods; echo "$ALL_METHODS"')
-    assert f" {probe_method} {probe_method}+kd " in f" {listed.stdout.strip()} ", listed.stdout + listed.stderr
-    env = _smoke_env(teacher, cifar_folder, save, f"{probe_method} {probe_method}+kd", WORKERS="2")
-    result = _sh("sh scripts/run_cifar_distill.sh", **env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    runs = save / "student" / "student_model"
-    assert sorted(p.name for p in runs.iterdir()) == [
-        f"{probe_method}_cifar100_S_resnet8_T_resnet8_r_1_a_0_b_0.5_trial_1",
-        f"{probe_method}_cifar100_S_resnet8_T_resnet8_r_1_a_1_b_0.5_trial_1"]
-    summary = subprocess.run([sys.executable, "-m", "reporting.summary", str(save)], cwd=REPO, capture_output=True,
-                             text=True, timeout=300)
-    assert summary.returncode == 0, summary.stderr
-    with open(save / "summary.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert sorted(row["method"] for row in rows) == ["SweepProbe", "SweepProbe+KD"]
-    assert "SweepProbe+KD" in summary.stdout
 
 
 @pytest.mark.slow

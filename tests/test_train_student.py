@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import train_student
+from datagen import write_cifar100
 from distiller_zoo import METHODS
 from helpers import run_script, write_published_teacher
 from models import model_dict
@@ -22,19 +23,28 @@ def published_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_published_teacher(tmp_path_factory.mktemp("teacher_save"), "resnet8")
 
 
+@pytest.fixture(scope="module")
+def two_step_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """128 train / 64 test images: two steps of 64 per epoch, enough to exercise every method's step."""
+    return write_cifar100(tmp_path_factory.mktemp("two_step_cifar"), n_train=128, n_test=64, seed=2)
+
+
 CASES = [(key, []) for key in KEYS] + [(key, ["-a", "1"]) for key in KEYS if METHODS[key].sweep_with_kd]
 
 
+@pytest.mark.registry
 @pytest.mark.slow
 @pytest.mark.parametrize("key,weights", CASES, ids=[k + ("+kd" if w else "") for k, w in CASES])
-def test_every_method_trains(key: str, weights: list[str], published_teacher: Path, cifar_folder: Path,
-                             tmp_path: Path) -> None:
+def test_every_method_trains(key: str, weights: list[str], published_teacher: Path, two_step_cifar: Path,
+                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--path_t", str(published_teacher), "--distill", key, "--model_s", "resnet8", *weights,
-            "--epochs", "1", "--init_epochs", "1", "--batch_size", "64", "--data_folder", str(cifar_folder),
+            "--epochs", "1", "--init_epochs", "1", "--batch_size", "64", "--data_folder", str(two_step_cifar),
             "--save_folder", str(tmp_path), "--nce_k", "200", "--device", "cpu", "--no_progress",
             "--print_freq", "2"]
     train_student.main(argv)
     opt = train_student.parse_args(argv)
+    notice = METHODS[key].warmup_notice(opt)  # 1 epoch is shorter than any warm-up: said once, at start
+    assert capsys.readouterr().out.count(notice) == 1 if notice else True
     run_dir = tmp_path / "student" / "student_model" / train_student.run_name(opt)
     assert run_dir.name.startswith(f"{key}_cifar100_S_resnet8_T_resnet8_r_")
     with open(run_dir / "metrics.csv") as handle:
@@ -64,7 +74,7 @@ def train_student_method_state_keys(key: str, opt) -> list[str]:
     cls = METHODS[key]
     shapes_s = train_student.feature_shapes(student, cls.uses_preact, torch.device("cpu"))
     shapes_t = train_student.feature_shapes(teacher, cls.teacher_uses_preact(), torch.device("cpu"))
-    labels = torch.arange(500) % 100
+    labels = torch.arange(128) % 100
     return list(cls(DistillContext(opt, student, teacher, shapes_s, shapes_t, labels, torch.device("cpu")))
                 .state_dict())
 
@@ -100,19 +110,27 @@ def test_seed_command_lines_resolve(line: str, key: str, weights: tuple, tmp_pat
                                            f"{weights[1]:g}_b_{weights[2]:g}_trial_1")
 
 
+@pytest.mark.registry
 @pytest.mark.parametrize("key", KEYS)
 def test_default_weights_when_omitted(key: str, published_teacher: Path) -> None:
-    table = {"kd": (0.1, 0.9, 0), "hint": (1, 0, 100), "attention": (1, 0, 1000), "similarity": (1, 0, 3000),
-             "correlation": (1, 0, 0.02), "vid": (1, 0, 1), "crd": (1, 0, 0.8), "rkd": (1, 0, 1),
-             "pkt": (1, 0, 30000), "abound": (1, 0, 1), "factor": (1, 0, 200), "fsp": (1, 0, 50),
-             "nst": (1, 0, 50), "rrd": (1, 0, 1), "dcd": (1, 0, 1),
-             "dkd": (1, 0, 1), "dist": (1, 0, 2), "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1),
-             "reviewkd": (1, 0, 5), "ctkd": (0.1, 0, 0.9), "mlkd": (0.1, 0, 0.9),
-             "simkd": (0, 0, 1),
-             "catkd": (1, 0, 15), "ofd": (1, 0, 0.001), "ttm": (1, 0, 45),
-             "sdd_kd": (0.1, 0, 0.9), "sdd_dkd": (1, 0, 1), "dot": (0.1, 0.9, 0)}
+    method = METHODS[key]
     opt = train_student.parse_args(["--path_t", str(published_teacher), "--distill", key])
-    assert (opt.gamma, opt.alpha, opt.beta) == table[key]
+    assert (opt.gamma, opt.alpha, opt.beta) == (method.default_gamma, method.default_alpha, method.default_beta)
+
+
+# -r, -a, -b of the papers' CIFAR-100 settings (RepDistiller's scripts and each method's official code)
+PAPER_WEIGHTS = {"kd": (0.1, 0.9, 0), "hint": (1, 0, 100), "attention": (1, 0, 1000), "similarity": (1, 0, 3000),
+                 "correlation": (1, 0, 0.02), "vid": (1, 0, 1), "crd": (1, 0, 0.8), "rkd": (1, 0, 1),
+                 "pkt": (1, 0, 30000), "abound": (1, 0, 1), "factor": (1, 0, 200), "fsp": (1, 0, 50),
+                 "nst": (1, 0, 50), "rrd": (1, 0, 1), "dcd": (1, 0, 1), "dkd": (1, 0, 1), "dist": (1, 0, 2),
+                 "wsld": (0, 0, 1), "wttm": (1, 0, 4), "kdsvd": (1, 0, 1), "reviewkd": (1, 0, 5),
+                 "ctkd": (0.1, 0, 0.9), "mlkd": (0.1, 0, 0.9), "simkd": (0, 0, 1), "catkd": (1, 0, 15)}
+
+
+@pytest.mark.parametrize("key", sorted(PAPER_WEIGHTS))
+def test_declared_default_weights_are_the_papers(key: str) -> None:
+    method = METHODS[key]
+    assert (method.default_gamma, method.default_alpha, method.default_beta) == PAPER_WEIGHTS[key]
 
 
 def test_teacher_arch_from_folder_name_longest_prefix(tmp_path: Path) -> None:
