@@ -41,6 +41,7 @@ class ScaleDecoupledDKD(ScaleDecoupledBase):
 
     display_name = "SD-DKD"
     paper = "Wei, Luo & Luo, Scale Decoupled Distillation, CVPR 2024 (on DKD)"
+    warmup_flag = "--dkd_warmup"
     flags = (*DKD_FLAGS, SDD_MAX_SCALE, SDD_COMPLEMENTARY_WEIGHT)
     default_gamma = 1.0
     default_alpha = 0.0
