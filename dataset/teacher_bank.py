@@ -118,9 +118,9 @@ def decide(setting: str, blocker: str | None, epochs: int, built: bool) -> tuple
         return True, None
     if epochs >= AUTO_BUILD_MIN_EPOCHS:
         return True, None
-    return False, (f"teacher bank: off ({epochs} epochs do not repay building it, {VIEWS_PER_IMAGE} teacher passes "
-                   f"over the data; auto builds it from {AUTO_BUILD_MIN_EPOCHS} epochs and uses an existing one always; "
-                   "--teacher_bank on to build it now)")
+    return False, (f"teacher bank: off (a {epochs}-epoch run does not repay building it, {VIEWS_PER_IMAGE} teacher "
+                   f"passes over the data; auto builds it from {AUTO_BUILD_MIN_EPOCHS} epochs and uses an existing one "
+                   "always; --teacher_bank on to build it now)")
 
 
 def is_built(root: Path, spec: BankSpec) -> bool:

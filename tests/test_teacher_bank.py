@@ -140,7 +140,7 @@ def test_decision_auto_on_off() -> None:
     assert decide("auto", None, 240, False) == (True, None)
     assert decide("auto", None, 2, True) == (True, None)
     use, why = decide("auto", None, 2, False)
-    assert not use and "2 epochs do not repay" in why
+    assert not use and "a 2-epoch run does not repay" in why
     assert decide("on", None, 2, False) == (True, None) and decide("off", None, 240, True) == (False, None)
 
 

@@ -30,6 +30,6 @@ def test_train_teacher_end_to_end(cifar_folder: Path, tmp_path: Path) -> None:
     assert {"model", "epoch", "accuracy", "best_acc", "optimizer"} <= set(state)
     # a second identical command refuses to overwrite the finished run
     again = run_script("train_teacher.py", "--model", "resnet8", "--epochs", "2", "--data_folder",
-                       str(cifar_folder), cwd=tmp_path, check=False)
+                       str(cifar_folder), "--batch_size", "32", cwd=tmp_path, check=False)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr
     assert "Traceback" not in again.stderr
