@@ -202,7 +202,7 @@ def _rank_worker(rank: int, port: int, folder: str) -> None:
     distributed.init_distributed(torch.device("cpu"))
     half = GLOBAL_BATCH // 2
     torch.save(_building_blocks(slice(rank * half, (rank + 1) * half), 0.5), Path(folder) / f"rank{rank}.pt")
-    distributed.destroy()
+    distributed.finish()  # a barrier first: a rank leaving early can abort the other in gloo's teardown
 
 
 def test_building_blocks_match_one_process(tmp_path: Path) -> None:
