@@ -190,10 +190,16 @@ def bank_spec(plan: RunPlan, method: Distiller, data: Any, teacher: torch.nn.Mod
                     tuple(data.std), outputs, data.num_classes, int(feature_shapes(teacher, False, device)[-1][1]))
 
 
+def why_no_bank(opt: argparse.Namespace) -> str | None:
+    """Why this run cannot read a teacher bank (its method, loader or dataset), or None when it can."""
+    method = METHODS[opt.distill]
+    return bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
+
+
 def teacher_bank(opt: argparse.Namespace, plan: RunPlan, method: Distiller, data: Any, teacher: torch.nn.Module,
                  device: torch.device) -> TeacherBank | None:
     """The teacher bank this run reads (--teacher_bank; dataset/teacher_bank.py), built if needed, or None."""
-    blocker = bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
+    blocker = why_no_bank(opt)
     if opt.teacher_bank == "off" or (blocker is not None and opt.teacher_bank == "auto"):
         return None
     spec = bank_spec(plan, method, data, teacher, device) if blocker is None else None
@@ -224,22 +230,19 @@ def main(argv: list[str] | None = None) -> float | None:
 def teacher_bank_job(opt: argparse.Namespace) -> tuple[Any, ...] | None:
     """What tells apart the teacher banks runs read (runs with equal keys share one), or None when
     this run reads none (--teacher_bank off, or a method, loader or dataset a bank cannot serve)."""
-    method = METHODS[opt.distill]
-    if opt.teacher_bank == "off" or bank_blocker(method.key, method.teacher_reads, method.views, opt.loader,
-                                                 opt.dataset):
+    if opt.teacher_bank == "off" or why_no_bank(opt):
         return None
     return (opt.teacher_source["digest"], opt.dataset, str(Path(opt.data_folder).resolve()),
-            str(Path(opt.save_folder).resolve()), method.teacher_reads)
+            str(Path(opt.save_folder).resolve()), METHODS[opt.distill].teacher_reads)
 
 
 def build_teacher_bank(opt: argparse.Namespace, plan: RunPlan) -> None:
     """--build_teacher_bank: build (or open and check) the bank this run would read; train nothing."""
-    method = METHODS[opt.distill]
-    blocker = bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
+    blocker = why_no_bank(opt)
     if blocker:
         raise UserError(f"--build_teacher_bank: this run reads no teacher bank: {blocker}.")
     device = setup(opt)
-    data, _, _ = build_data(opt, device, views=method.views)
+    data, _, _ = build_data(opt, device, views=METHODS[opt.distill].views)
     _, teacher, method_modules = build_models(opt, data, device)
     opt.teacher_bank = "on"
     bank = teacher_bank(opt, plan, method_modules, data, teacher, device)

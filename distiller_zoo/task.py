@@ -68,35 +68,33 @@ class DistillTask:
             module.eval()
 
     def _forward(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> Features:
-        """Student forward with gradients; teacher forward under no_grad (plain tensors that backward may
-        save, so no copies: methods read teacher features and never modify them in place)."""
+        """Student forward with gradients; the teacher's outputs from ``_teacher_outputs``."""
         method = self.method
-        if index.ndim == 2:  # (sample, view) rows: the teacher's outputs come from the bank
-            return self._forward_from_bank(images, labels, index, progress)
-        if self.stage == "init" or (method.uses_features and method.has_method_loss):
+        with_features = self.stage == "init" or (method.uses_features and method.has_method_loss)
+        if with_features:
             student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
-            with torch.no_grad():
-                teacher_feats, teacher_logits = self.teacher(images, is_feat=True,
-                                                              preact=method.teacher_uses_preact())
         else:
             student_feats, student_logits = [], self.model(images)
-            with torch.no_grad():
-                teacher_logits = self.teacher(images)
-            teacher_feats = []
-        return Features(student_feats, list(teacher_feats), student_logits, teacher_logits, labels, index, progress)
-
-    def _forward_from_bank(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> Features:
-        """Student forward; the teacher's logits (and pooled embedding) looked up, not computed."""
-        if self.bank is None:
-            raise ValueError("batches carry (sample, view) indices but the task has no teacher bank")
-        samples, views = index[:, 0], index[:, 1]
-        teacher_logits, teacher_embedding = self.bank.lookup(samples, views)
-        if self.method.uses_features and self.method.has_method_loss:
-            student_feats, student_logits = self.model(images, is_feat=True, preact=self.method.uses_preact)
-            teacher_feats = [teacher_embedding]
-        else:
-            student_feats, student_logits, teacher_feats = [], self.model(images), []
+        teacher_feats, teacher_logits, samples = self._teacher_outputs(images, index, with_features)
         return Features(student_feats, teacher_feats, student_logits, teacher_logits, labels, samples, progress)
+
+    def _teacher_outputs(self, images: Tensor, index: Tensor, with_features: bool
+                         ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """(teacher features, teacher logits, sample indices). With (sample, view) index rows they are
+        looked up in the teacher bank (features: the pooled embedding alone); otherwise the teacher runs
+        under no_grad (plain tensors that backward may save, so no copies: methods read teacher
+        features and never modify them in place)."""
+        if index.ndim == 2:
+            if self.bank is None:
+                raise ValueError("batches carry (sample, view) indices but the task has no teacher bank")
+            teacher_logits, teacher_embedding = self.bank.lookup(index[:, 0], index[:, 1])
+            return ([teacher_embedding] if with_features else []), teacher_logits, index[:, 0]
+        with torch.no_grad():
+            if with_features:
+                teacher_feats, teacher_logits = self.teacher(images, is_feat=True,
+                                                              preact=self.method.teacher_uses_preact())
+                return list(teacher_feats), teacher_logits, index
+            return [], self.teacher(images), index
 
     def compute(self, images: Tensor | tuple[Tensor, ...], labels: Tensor, index: Tensor,
                 progress: Progress = Progress()) -> StepOutput:

@@ -279,15 +279,20 @@ class RunPlan:
     def checkpoint_status(self) -> str:
         """'finished', 'unfinished' (a resumable or unreadable checkpoint), 'missing', or 'conflict'
         (the folder holds a run trained with other settings or another teacher: never trained into)."""
+        return self._inspect()[0]
+
+    def _inspect(self) -> tuple[str, list[tuple[str, Any, Any]]]:
+        """checkpoint_status() and, for a conflict, the differences (read from one checkpoint load)."""
         if not self.last_path.is_file():
-            return "missing"
+            return "missing", []
         try:
             state = load_checkpoint(self.last_path, "last checkpoint", mmap=True)
         except UserError:  # --resume auto explains what is wrong with the file
-            return "unfinished"
-        if self.differences(state):
-            return "conflict"
-        return "finished" if is_finished(state, self.epochs) else "unfinished"
+            return "unfinished", []
+        differences = self.differences(state)
+        if differences:
+            return "conflict", differences
+        return ("finished" if is_finished(state, self.epochs) else "unfinished"), []
 
     def status(self) -> str:
         """checkpoint_status(), or 'running' while another live process holds the folder."""
@@ -295,11 +300,11 @@ class RunPlan:
 
     def describe(self) -> str:
         """'<status> <run folder>', and for a conflict the paragraph listing what differs."""
-        status = self.status()
-        if status != "conflict":
-            return f"{status} {self.run_dir}"
-        state = load_checkpoint(self.last_path, "last checkpoint", mmap=True)
-        return f"{status} {self.run_dir}\n{conflict_message(self.run_dir, self.differences(state), 'train into')}"
+        if runlock.holder(self.run_dir) is not None:
+            return f"running {self.run_dir}"
+        status, differences = self._inspect()
+        line = f"{status} {self.run_dir}"
+        return f"{line}\n{conflict_message(self.run_dir, differences, 'train into')}" if differences else line
 
 
 def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: int,
