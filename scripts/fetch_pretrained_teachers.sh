@@ -4,6 +4,7 @@
 # for arch in: wrn_40_2 resnet56 resnet110 resnet32x4 vgg13 ResNet50.
 #
 # Usage, from the repository root:   sh scripts/fetch_pretrained_teachers.sh
+#                                    sh scripts/fetch_pretrained_teachers.sh --print-digests
 # Environment:
 #   TEACHERS_URL  where the files come from (one source; nothing else is tried):
 #                 - an archive (.tar, .tar.gz, .tgz) holding <folder>/<arch>_vanilla/ckpt_epoch_240.pth;
@@ -16,12 +17,20 @@
 #   TEACHERS      a subset, e.g. TEACHERS="resnet56 vgg13"
 #   PYTHON        default .venv/bin/python when present, else python3
 #
-# A file already present and loadable is skipped (with every teacher present, nothing is
-# downloaded). Each file is written as <file>.part and renamed into place only after it loads,
-# with the project's own loader, strictly into model_dict[arch](num_classes=100); a file that
-# does not load is deleted. No checksums were ever published for these files. An archive is
-# deleted once its teachers are unpacked. An unreachable host stops the script at once with
-# one message. Exit status 0 when every teacher is in place, else 1.
+# A file already present is skipped when it is the published file: its checksum is the one in
+# helper/published_teachers.py, or this script fetched it (it is listed in
+# <SAVE_DIR>/published_teachers.json). A file present that loads but that nothing confirms is left
+# in place with a note (the reproduction table calls it "teacher unknown"); one that contradicts
+# the published checksum is left in place and reported as failed (it may be a teacher of your own).
+# Each download is written as <file>.part and renamed into place only after it loads, with the
+# project's own loader, strictly into model_dict[arch](num_classes=100), and agrees with the
+# published checksum where helper/published_teachers.py has one; a file that does not is deleted.
+# Each file put in place is added, with its weights digest, SHA-256 and source, to
+# <SAVE_DIR>/published_teachers.json: the record the results summary trusts. An archive is deleted
+# once its teachers are unpacked. An unreachable host stops the script at once with one message.
+# --print-digests prints, for each teacher present, a JSON line with its SHA-256 and weights
+# digest (to fill helper/published_teachers.py on a machine with the real files), and exits.
+# Exit status 0 when every teacher is in place, else 1.
 set -eu
 
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)
@@ -37,6 +46,7 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
 CONNECT_TIMEOUT=10
+RECORD=$SAVE_DIR/published_teachers.json
 
 say() { echo "fetch_pretrained_teachers.sh: $*"; }
 warn() { echo "fetch_pretrained_teachers.sh: error: $*" >&2; }
@@ -90,20 +100,42 @@ unreachable() {  # the one message for a host that cannot be reached; exits
 
 dest_of() { echo "$SAVE_DIR/${1}_vanilla/ckpt_epoch_240.pth"; }
 
-# verify SUFFIX ARCH...: load each <dest>SUFFIX into its ARCH in one Python process; prints the valid
-# ARCHs (the reason for each invalid one goes to stderr)
-verify() {
+# check SUFFIX SOURCE ARCH...: load each <dest>SUFFIX into its ARCH in one Python process and check it
+# against the published teachers; prints 'ARCH STATUS' per file (published, unverified, other, invalid;
+# the reason for each of the last two goes to stderr). With a SOURCE, each file that loads and agrees
+# with the published checksums is added to $RECORD as fetched from SOURCE (and reported 'published').
+check() {
     suffix=$1
-    shift
+    source=$2
+    shift 2
     [ "$#" -gt 0 ] || return 0
     for arch in "$@"; do
         set -- "$@" "$(dest_of "$arch")$suffix" "$arch"
         shift
     done
-    "$PYTHON" "$SCRIPT_DIR/verify_checkpoint.py" --status "$@" | sed -n 's/ valid$//p' || true
+    if [ -n "$source" ]; then
+        "$PYTHON" "$SCRIPT_DIR/verify_checkpoint.py" --status --published "$RECORD" --fetched-from "$source" \
+            "$@" || true
+    else
+        "$PYTHON" "$SCRIPT_DIR/verify_checkpoint.py" --status --published "$RECORD" "$@" || true
+    fi
 }
 
+status_of() { echo "$2" | sed -n "s/^$1 //p"; }  # status_of ARCH "$(check ...)"
+
 listed() { case " $(echo $2) " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if [ "${1:-}" = --print-digests ]; then
+    set --
+    for arch in $TEACHERS; do
+        [ ! -f "$(dest_of "$arch")" ] || set -- "$@" "$(dest_of "$arch")" "$arch"
+    done
+    [ "$#" -gt 0 ] || { warn "no teacher is present in $SAVE_DIR"; exit 1; }
+    exec "$PYTHON" "$SCRIPT_DIR/verify_checkpoint.py" --digests "$@"
+elif [ "$#" -gt 0 ]; then
+    warn "unknown argument '$1': the only one is --print-digests (the rest is read from the environment)"
+    exit 2
+fi
 
 mkdir -p "$SAVE_DIR" || { warn "cannot create SAVE_DIR=$SAVE_DIR"; exit 1; }
 needed=""
@@ -116,20 +148,33 @@ for arch in $TEACHERS; do
     if [ -f "$(dest_of "$arch")" ]; then existing="$existing $arch"; else needed="$needed $arch"; fi
 done
 # shellcheck disable=SC2086
-good=$(verify "" $existing)
+checked=$(check "" "" $existing)
 present=""
+unverified=""
+failed=""
 for arch in $existing; do
-    if listed "$arch" "$good"; then
-        say "skip $arch: already present and valid ($(dest_of "$arch"))"
-        present="$present $arch"
-    else
-        say "$(dest_of "$arch") is not a valid $arch checkpoint (see above); fetching it again."
-        rm -f "$(dest_of "$arch")"
-        needed="$needed $arch"
-    fi
+    dest=$(dest_of "$arch")
+    case $(status_of "$arch" "$checked") in
+        published)
+            say "skip $arch: already present, the published file ($dest)"
+            present="$present $arch" ;;
+        unverified)
+            say "skip $arch: $dest is present and loads, but it is not confirmed as the published file (no" \
+                "published checksum confirms it and this script did not fetch it), so the results summary calls" \
+                "it 'teacher unknown'. Delete it and run this script again to fetch it."
+            present="$present $arch"
+            unverified="$unverified $arch" ;;
+        other)
+            warn "$arch: $dest is not the published file (see above). It was left in place, as it may be a" \
+                "teacher of your own: move it elsewhere and run this script again to fetch the published one."
+            failed="$failed $arch" ;;
+        *)
+            say "$dest is not a valid $arch checkpoint (see above); fetching it again."
+            rm -f "$dest"
+            needed="$needed $arch" ;;
+    esac
 done
 
-failed=""
 downloaded=""
 fetched=""
 stopped=""
@@ -180,26 +225,33 @@ elif [ -n "$needed" ]; then
 fi
 
 # shellcheck disable=SC2086
-good=$(verify .part $downloaded)
+checked=$(check .part "$URL" $downloaded)
 for arch in $downloaded; do
     dest=$(dest_of "$arch")
-    if listed "$arch" "$good"; then
+    status=$(status_of "$arch" "$checked")
+    if [ "$status" = published ]; then
         mv -f "$dest.part" "$dest"
         say "ok $arch: $dest"
         fetched="$fetched $arch"
+        continue
+    fi
+    rm -f "$dest.part"
+    rmdir "$(dirname -- "$dest")" 2>/dev/null || true
+    source=$URL
+    [ "$LAYOUT" = archive ] || source=$URL/${arch}_vanilla/ckpt_epoch_240.pth
+    if [ "$status" = other ]; then
+        warn "$arch: the file from $source is not the published $arch teacher (see above), so it was deleted." \
+            "Set TEACHERS_URL to another copy."
     else
-        rm -f "$dest.part"
-        rmdir "$(dirname -- "$dest")" 2>/dev/null || true
-        source=$URL
-        [ "$LAYOUT" = archive ] || source=$URL/${arch}_vanilla/ckpt_epoch_240.pth
         warn "$arch: the file from $source is not a valid $arch checkpoint (see above), so it was deleted." \
             "Run the script again, or set TEACHERS_URL to another copy."
-        failed="$failed $arch"
     fi
+    failed="$failed $arch"
 done
 [ -z "$stopped" ] || unreachable
 
 say "summary: fetched:${fetched:- none}; already present:${present:- none}; failed:${failed:- none}"
+[ -z "$unverified" ] || say "note: present but not confirmed as the published files:$unverified"
 if [ -n "$failed" ]; then
     warn "some teachers could not be fetched:$failed"
     exit 1

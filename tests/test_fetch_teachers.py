@@ -3,6 +3,8 @@ like mdistiller's cifar_teachers.tar, and RepDistiller's one file per teacher (v
 missing teachers); an unreachable host; and the default source (a stand-in curl records the URL)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helper.provenance import weights_digest
 from helpers import serve_folder, write_published_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,12 +70,25 @@ def _check_outcome(result: subprocess.CompletedProcess[str], save_dir: Path, sou
     return output
 
 
+def _record(save_dir: Path) -> dict[str, dict]:
+    """The fetch record, by arch."""
+    document = json.loads((save_dir / "published_teachers.json").read_text())
+    return {entry["arch"]: entry for entry in document["teachers"]}
+
+
 def test_archive_layout(mirror: str, tmp_path: Path) -> None:
     url = f"{mirror}/cifar_teachers.tar"
     result = _fetch(tmp_path / "models", "resnet56 vgg13 wrn_40_2 resnet110", TEACHERS_URL=url)
     output = _check_outcome(result, tmp_path / "models", url)
     assert f"resnet110: {url} holds no resnet110_vanilla/ckpt_epoch_240.pth" in output
     assert output.count("downloading") == 1  # one archive for every teacher
+    record = _record(tmp_path / "models")
+    assert sorted(record) == ["resnet56", "vgg13"]  # what was fetched and loads, nothing else
+    for arch, entry in record.items():
+        path = tmp_path / "models" / f"{arch}_vanilla" / "ckpt_epoch_240.pth"
+        assert entry["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["weights_digest"] == weights_digest(torch.load(path, weights_only=True)["model"])
+        assert entry["source"] == url
 
 
 def test_per_file_layout_then_skip_offline(mirror: str, tmp_path: Path) -> None:
@@ -124,3 +140,48 @@ def test_source_and_curl_call(env: dict[str, str], requested: str, tmp_path: Pat
     assert "--retry" not in calls[0]
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Could not resolve host: example" in result.stderr
+
+
+def test_a_file_put_in_place_by_hand_is_not_recorded(mirror: str, tmp_path: Path) -> None:
+    """A loadable file the script did not fetch and no published checksum confirms stays, with a note, and
+    is not added to the record; --print-digests prints its checksums."""
+    save_dir = tmp_path / "models"
+    placed = write_published_teacher(tmp_path, "resnet56", seed=3)  # tmp_path/models/resnet56_vanilla/...
+    result = _fetch(save_dir, "resnet56", TEACHERS_URL="http://127.0.0.1:9/unreachable.tar")
+    assert result.returncode == 0, result.stdout + result.stderr  # in place: nothing to download
+    assert "is present and loads, but it is not confirmed as the published file" in result.stdout
+    assert "note: present but not confirmed as the published files: resnet56" in result.stdout
+    assert not (save_dir / "published_teachers.json").exists()
+
+    printed = subprocess.run(["sh", str(SCRIPT), "--print-digests"], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, "SAVE_DIR": str(save_dir), "TEACHERS": "resnet56 vgg13",
+                                  "PYTHON": sys.executable}, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    (line,) = printed.stdout.splitlines()
+    assert json.loads(line) == {"arch": "resnet56", "file_sha256": hashlib.sha256(placed.read_bytes()).hexdigest(),
+                                "weights_digest": weights_digest(torch.load(placed, weights_only=True)["model"]),
+                                "path": str(placed)}
+
+
+def test_a_file_that_contradicts_the_published_checksum(tmp_path: Path) -> None:
+    """resnet32x4 has a published SHA-256: a download that differs is deleted and reported, a file already in
+    place that differs is left alone (it may be the user's own) and reported as failed; neither is recorded."""
+    root = tmp_path / "mirror"
+    write_published_teacher(root, "resnet32x4")
+    save_dir = tmp_path / "models"
+    with serve_folder(root) as url:
+        result = _fetch(save_dir, "resnet32x4", TEACHERS_URL=f"{url}/models")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1, output
+    assert "is not the published resnet32x4 teacher: its SHA-256" in output
+    assert "differs from the published 22aa12e2b632b19ddde155ccf2388671842ddd304824b3095e0a7fff364beb4f" in output
+    assert "so it was deleted" in output and not (save_dir / "resnet32x4_vanilla").exists()
+    assert not (save_dir / "published_teachers.json").exists()
+
+    placed = write_published_teacher(tmp_path, "resnet32x4", seed=1)  # into save_dir
+    (save_dir / "published_teachers.json").write_text("{damaged")
+    again = _fetch(save_dir, "resnet32x4", TEACHERS_URL="http://127.0.0.1:9/unreachable.tar")
+    output = " ".join((again.stdout + again.stderr).split())
+    assert again.returncode == 1 and placed.is_file(), output
+    assert "It was left in place, as it may be a teacher of your own" in output
+    assert "published_teachers.json' is damaged" in output and not (save_dir / "published_teachers.json").exists()
