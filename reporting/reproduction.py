@@ -3,12 +3,12 @@
 Published student accuracies come from each method file's ``published`` dict ("teacher->student", and
 "teacher->student+KD" for the run with a KD term); published teacher accuracies are those of the CRD
 paper (Tian et al., ICLR 2020, Table 1), whose teacher checkpoints ``scripts/fetch_pretrained_teachers.sh``
-fetches. The interval is Student's t interval for the mean of our trials' best accuracies.
+fetches. A teacher is the published one only when its content says so (``teacher_note``). The interval
+is Student's t interval for the mean of our trials' best accuracies.
 """
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 from distiller_zoo import METHODS
 from helper.options import SMALL_LR_ARCHS
+from helper.published_teachers import FETCH_SCRIPT, RECORD_FILE, conflicts_with_table, published_by_digest
 from reporting.run_settings import SHORT_DIGEST, teacher_cell
 from reporting.runs import Group, Run, is_canonical, plain_number
 
@@ -90,15 +91,45 @@ def published_student(run: Run) -> float | None:
     return method.published.get(f"{run.teacher}->{run.student}" + ("+KD" if with_kd else ""))
 
 
+def teacher_records(run: Run) -> list[Path]:
+    """The fetch records that may list the run's teacher: beside its teacher file
+    (``<SAVE_DIR>/<arch>_vanilla/ckpt_epoch_240.pth`` -> ``<SAVE_DIR>/published_teachers.json``) and in the
+    ``models/`` folder of the nearest folder above the run that has one (its save folder)."""
+    places = [Path(run.teacher_path).parent.parent / RECORD_FILE] if run.teacher_path else []
+    nearest = next((parent / "models" / RECORD_FILE for parent in Path(run.path).resolve().parents
+                    if (parent / "models" / RECORD_FILE).is_file()), None)
+    return places + ([nearest] if nearest else [])
+
+
 def is_published_teacher(run: Run) -> bool | None:
-    """Whether the run's teacher is the published checkpoint: a teacher file recording no dataset (the
-    fetched files record none), or for a run without a record the fetch script's path; None if unknown."""
-    if run.recorded:
-        return run.teacher_dataset is None
-    if not run.teacher_path:
+    """Whether the run's teacher is a published checkpoint, known by its content: its weights digest is in
+    the table of published teachers (helper/published_teachers.py) or in the record of the files that
+    scripts/fetch_pretrained_teachers.sh fetched and verified; None for a run that recorded no digest."""
+    if not run.teacher_digest:
         return None
-    pattern = rf"(^|[/\\])models[/\\]{re.escape(run.teacher)}_vanilla[/\\]ckpt_epoch_240\.pth$"
-    return re.search(pattern, run.teacher_path) is not None
+    return published_by_digest(run.teacher_digest, teacher_records(run)) is not None
+
+
+def is_published_checkpoint(run: Run) -> bool:
+    """Whether a checkpoint without training options (a vanilla run of method 'published', e.g.
+    ``save/models/<arch>_vanilla/ckpt_epoch_240.pth``) is a published teacher, known by its weights digest:
+    in the table of published teachers or in the fetch record of its folder."""
+    return bool(run.weights_digest) and published_by_digest(
+        run.weights_digest, [Path(run.path).parent / RECORD_FILE]) is not None
+
+
+def teacher_note(run: Run) -> str:
+    """'' for a published teacher, else what is known of the teacher: the protocol note of the teacher's
+    row and of every row of its students."""
+    published = is_published_teacher(run)
+    if published:
+        return ""
+    if published is None:
+        return "teacher file unknown (the run recorded no teacher digest)"
+    digest = run.teacher_digest[:SHORT_DIGEST]
+    if run.teacher_dataset or conflicts_with_table(run.teacher, run.teacher_digest):
+        return f"teacher {digest} is not the published checkpoint"
+    return f"teacher {digest} unknown (not fetched by {FETCH_SCRIPT})"
 
 
 def schedule_differences(run: Run) -> list[str]:
@@ -113,21 +144,17 @@ def schedule_differences(run: Run) -> list[str]:
 def protocol_differences(run: Run) -> list[str]:
     """How a distillation run's settings differ from the published protocol: the schedule, the method's
     default weights, no --logit_stand, the published teacher."""
+    note = teacher_note(run)
+    teacher = [note] if note else []
     if not run.settings:
-        return ["settings unknown (no checkpoint)"]
+        return ["settings unknown (no checkpoint)", *teacher]
     found = schedule_differences(run)
     if not is_canonical(run.method, run.gamma, run.alpha, run.beta):
         found.append(f"weights -r {plain_number(run.gamma)} -a {plain_number(run.alpha)} -b {plain_number(run.beta)} "
                      "(not the method's defaults)")
     if run.settings.get("logit_stand"):
         found.append("--logit_stand")
-    published_teacher = is_published_teacher(run)
-    if published_teacher is False:
-        digest = f" {run.teacher_digest[:SHORT_DIGEST]}" if run.teacher_digest else ""
-        found.append(f"teacher{digest} is not the published checkpoint")
-    elif published_teacher is None:
-        found.append("teacher file unknown")
-    return found
+    return found + teacher
 
 
 def student_comparisons(groups: list[Group]) -> list[Comparison]:
@@ -157,10 +184,9 @@ def teacher_comparisons(groups: list[Group]) -> list[Comparison]:
             if key not in seen:
                 seen.add(key)
                 name = teacher_cell(run.teacher, run.teacher_digest, None)
-                protocol = {True: [], False: ["not the published checkpoint"],
-                            None: ["teacher file unknown"]}[is_published_teacher(run)]
+                note = teacher_note(run)
                 rows.append(Comparison(run.dataset, name, "teacher (used)", PUBLISHED_TEACHERS[run.teacher],
-                                       [run.teacher_acc], [], protocol))
+                                       [run.teacher_acc], [], [note] if note else []))
         elif run.kind == "vanilla" and run.method == "vanilla" and run.student in PUBLISHED_TEACHERS:
             rows.append(Comparison(run.dataset, run.student, "teacher (trained here)",
                                    PUBLISHED_TEACHERS[run.student], group.values("best_acc"),
@@ -252,6 +278,8 @@ def heat_maps(rows: list[Comparison], folder: Path) -> list[Path]:
     for dataset in sorted({row.dataset for row in rows if row.method not in TEACHER_METHODS}):
         cells = {(row.method, row.pair): row for row in rows
                  if row.dataset == dataset and row.method not in TEACHER_METHODS and row.difference is not None}
+        if not cells:  # no group of this dataset has an accuracy to compare
+            continue
         methods = list(dict.fromkeys(method for method, _ in cells))
         pairs = list(dict.fromkeys(pair for _, pair in cells))
         grid = np.full((len(methods), len(pairs)), np.nan)

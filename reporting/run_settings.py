@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from helper import provenance
-from helper.errors import UserError
 from helper.provenance import IDENTITY_EXCLUDED, NOT_TRAINING
 
 # saved options (checkpoint 'opt') that do not affect training: those of the run record, and the names
@@ -24,14 +23,27 @@ NOT_TRAINING_OPTIONS = NOT_TRAINING | frozenset({"model_path", "tb_path", "model
 SHORT_DIGEST = 8
 
 
-def read_run_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run record ``<run_dir>/run.json`` as a dict; None for runs made before it existed (or when
-    the file cannot be read, with a warning)."""
-    try:
-        return provenance.read_run_record(Path(run_dir))
-    except UserError as error:
-        print(f"summary: warning: {error} The run is compared by its checkpoint's options.", file=sys.stderr)
+def read_run_record(run_dir: Path, notices: list[str] | None = None) -> dict[str, Any] | None:
+    """The run record ``<run_dir>/run.json`` as a dict; None for runs made before it existed, and None with
+    a line in ``notices`` (printed to stderr when ``notices`` is None) when the file cannot be read or is
+    not a run record."""
+    path = Path(run_dir) / provenance.RECORD_FILE
+    if not path.is_file():
         return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problem = f"damaged ({type(error).__name__}: {str(error)[:120]})"
+    else:
+        if isinstance(record, dict) and all(isinstance(record.get(key) or {}, dict) for key in ("settings", "teacher")):
+            return record
+        problem = "not a run record (no mapping of 'settings' and 'teacher')"
+    line = f"{path}: {problem}; the run is compared by its checkpoint's options."
+    if notices is None:
+        print(f"summary: {line}", file=sys.stderr)
+    else:
+        notices.append(line)
+    return None
 
 
 def settings_from_options(opt: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class Run:
     teacher_path: str | None = None
     teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
     settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
+    weights_digest: str | None = None      # a checkpoint without training options (method 'published'): its own
 
     @property
     def unfinished(self) -> bool:
@@ -174,22 +175,69 @@ def read_state(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """Rows of a metrics.csv as floats (empty cells dropped); [] when the file is missing."""
+def read_metrics(path: Path, problems: list[str] | None = None) -> list[dict[str, float]]:
+    """Rows of a metrics.csv as floats (empty cells dropped; a test accuracy that is not a number kept as
+    NaN), one per epoch in order; [] when the file is missing. What is wrong with the file (not UTF-8
+    text, empty, no 'epoch' or 'test_acc1' column, lines cut short, accuracies that are not numbers,
+    epochs repeated) is appended to ``problems``; unusable lines are left out."""
+    problems = [] if problems is None else problems
     if not path.is_file():
         return []
-    rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            parsed = {}
-            for key, value in row.items():
-                try:
-                    parsed[key] = float(value)
-                except (TypeError, ValueError):
-                    continue
-            if "epoch" in parsed:
-                rows.append(parsed)
-    return rows
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header, lines = reader.fieldnames or [], list(reader)
+    except UnicodeDecodeError as error:
+        problems.append(f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})")
+        return []
+    except (OSError, csv.Error) as error:
+        problems.append(f"unreadable ({type(error).__name__}: {error})")
+        return []
+    if not header:
+        problems.append("empty")
+        return []
+    if "epoch" not in header:
+        problems.append(f"no 'epoch' column (its header: {', '.join(header)[:80]})")
+        return []
+    if "test_acc1" not in header:
+        problems.append("no 'test_acc1' column")
+    rows, damaged = _parse_rows(lines)
+    if damaged:
+        problems.append(f"{_count(damaged, 'line')} cut short or not numbers (line {', '.join(map(str, damaged[:5]))}"
+                        f"{', ...' if len(damaged) > 5 else ''}), left out")
+    nan_epochs = [row["epoch"] for row in rows if not math.isfinite(row.get("test_acc1", 0.0))]
+    if nan_epochs:
+        problems.append(f"test_acc1 is not a number at epoch {', '.join(f'{e:g}' for e in nan_epochs[:5])}"
+                        f"{', ...' if len(nan_epochs) > 5 else ''} (no accuracy for those epochs)")
+    by_epoch = {row["epoch"]: row for row in rows}  # the last row of a repeated epoch wins
+    if len(by_epoch) < len(rows) or list(by_epoch) != sorted(by_epoch):
+        problems.append("epochs repeated or out of order (the last row of each epoch is used)")
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _parse_rows(lines: list[dict[str, Any]]) -> tuple[list[dict[str, float]], list[int]]:
+    """(rows of numbers, the file's line numbers of the lines that have too few or too many cells or no
+    numeric epoch)."""
+    rows, damaged = [], []
+    for number, line in enumerate(lines, start=2):
+        if None in line or None in line.values():
+            damaged.append(number)
+            continue
+        parsed = {}
+        for key, value in line.items():
+            try:
+                parsed[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        if math.isfinite(parsed.get("epoch", math.nan)):
+            rows.append(parsed)
+        else:
+            damaged.append(number)
+    return rows, damaged
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _checkpoint_file(run_dir: Path) -> Path | None:
@@ -246,17 +294,26 @@ def _source_of(path_s: Any) -> dict[str, Any]:
     return _from_folder_name("student", Path(str(path_s)).parent.name)
 
 
-def _load_state(checkpoint_path: Path | None) -> dict[str, Any]:
-    """A checkpoint as a dict ({} when there is none or it cannot be read, with a warning)."""
+def _load_state(checkpoint_path: Path | None, problems: list[str]) -> dict[str, Any]:
+    """A checkpoint as a dict ({} when there is none, or when it cannot be read: then why is appended to
+    ``problems``)."""
     if checkpoint_path is None:
         return {}
     try:
         loaded = read_state(checkpoint_path)
-    except Exception as error:  # one unreadable file must not hide the other runs
-        print(f"summary: warning: cannot read '{checkpoint_path}' ({type(error).__name__}); using the folder "
-              "name and metrics.csv instead.", file=sys.stderr)
+    except Exception as error:  # torch.load raises many types for damaged files; one must not hide the others
+        problems.append(f"cannot be read ({type(error).__name__}: {_first_line(error)})")
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    if not isinstance(loaded, dict):
+        problems.append(f"holds a {type(loaded).__name__}, not a checkpoint")
+        return {}
+    return loaded
+
+
+def _first_line(error: BaseException) -> str:
+    from helper.checkpoint import first_sentence
+
+    return first_sentence(str(error), limit=160)[:160]
 
 
 def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], named: dict[str, Any],
@@ -279,8 +336,10 @@ def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], nam
         str(source.get("distill", "?")), weights
 
 
-def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, Any]:
-    """Epochs done and planned, best and last test accuracy, whether the checkpoint is mid-epoch."""
+def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, float]],
+              from_checkpoint: bool = False) -> dict[str, Any]:
+    """Epochs done and planned, best and last test accuracy (from the checkpoint when ``from_checkpoint``
+    or when metrics.csv has none), whether the checkpoint is mid-epoch."""
     stage_main = state.get("stage", "main") == "main"
     if state and "epoch" in state:
         epochs_done = int(state["epoch"]) if stage_main else 0
@@ -290,8 +349,10 @@ def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, f
     if planned is None and state and not rows and "opt" not in state:
         planned = epochs_done  # a published checkpoint (no options, no metrics): take it as complete
     accuracies = [row["test_acc1"] for row in rows if "test_acc1" in row]
-    if accuracies:
-        best_acc, last_acc = max(accuracies), accuracies[-1]
+    if accuracies and not from_checkpoint:
+        finite = [value for value in accuracies if math.isfinite(value)]
+        best_acc = max(finite) if finite else None
+        last_acc = accuracies[-1] if math.isfinite(accuracies[-1]) else None
     else:
         last_acc = _number(state.get("accuracy"))
         best_acc = _number(state.get("best_acc", state.get("accuracy")))
@@ -300,10 +361,29 @@ def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, f
             "incomplete_checkpoint": bool(state) and (not stage_main or bool(state.get("partial")))}
 
 
-def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any]) -> dict[str, Any]:
+def _against_checkpoint(rows: list[dict[str, float]], state: dict[str, Any], checkpoint_path: Path | None,
+                        problems: list[str]) -> tuple[list[dict[str, float]], bool]:
+    """metrics.csv checked against the run's last checkpoint: (the rows up to its epoch, whether best and
+    last must come from the checkpoint because the file stops before it)."""
+    if (not rows or checkpoint_path is None or not checkpoint_path.name.endswith("_last.pth")
+            or state.get("stage", "main") != "main" or _number(state.get("epoch")) is None):
+        return rows, False
+    saved, logged = int(state["epoch"]), int(rows[-1]["epoch"])
+    if logged < saved:
+        problems.append(f"ends at epoch {logged}, but the checkpoint {checkpoint_path.name} is at epoch {saved} "
+                        "(cut short?); best and last come from the checkpoint")
+        return rows, True
+    if logged > saved:
+        problems.append(f"goes on to epoch {logged}, past the checkpoint {checkpoint_path.name} (epoch {saved}); "
+                        f"the rows after epoch {saved} are left out")
+        return [row for row in rows if row["epoch"] <= saved], False
+    return rows, False
+
+
+def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any], notices: list[str]) -> dict[str, Any]:
     """The run's settings and teacher from its run record, else from its checkpoint's options; and the
     settings its last checkpoint was trained with where they differ from the record's."""
-    record = read_run_record(run_dir)
+    record = read_run_record(run_dir, notices)
     teacher_acc = _number(state.get("teacher_acc"))
     if record is None:
         return {"settings": settings_from_options(opt), "recorded": False, "teacher_acc": teacher_acc,
@@ -323,13 +403,24 @@ def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any]) -> di
             "teacher_dataset": teacher.get("dataset")}
 
 
-def read_run(run_dir: Path, kind: str) -> Run | None:
-    """Read one run folder; None when it holds neither metrics nor a checkpoint."""
-    rows = read_metrics(run_dir / "metrics.csv")
+def read_run(run_dir: Path, kind: str, notices: list[str] | None = None) -> Run | None:
+    """Read one run folder; None when it holds neither metrics nor a checkpoint, or neither can be read.
+    Each file that cannot be read, or read only in part, adds one line to ``notices``."""
+    notices = [] if notices is None else notices
+    metrics_path, metrics_problems, state_problems = run_dir / "metrics.csv", [], []
+    rows = read_metrics(metrics_path, metrics_problems)
     checkpoint_path = _checkpoint_file(run_dir)
-    if not rows and checkpoint_path is None:
+    state = _load_state(checkpoint_path, state_problems)
+    rows, from_checkpoint = _against_checkpoint(rows, state, checkpoint_path, metrics_problems)
+    readable = bool(rows or state)
+    if state_problems:
+        fallback = "the run is read from its folder name and metrics.csv" if readable else "the run is left out"
+        notices.append(f"{checkpoint_path}: {'; '.join(state_problems)}; {fallback}.")
+    if metrics_problems:
+        consequence = _metrics_consequence(rows, state, from_checkpoint)
+        notices.append(f"{metrics_path}: {'; '.join(metrics_problems)}{consequence}")
+    if not readable:
         return None
-    state = _load_state(checkpoint_path)
     opt = state.get("opt") or {}
     opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt)
     named = _from_folder_name(kind, run_dir.name)
@@ -338,11 +429,31 @@ def read_run(run_dir: Path, kind: str) -> Run | None:
     trial = opt.get("trial") if opt.get("trial") is not None else named.get("trial", "0")
     return Run(kind=kind, path=run_dir, dataset=str(dataset), teacher=teacher, student=student, method=method,
                gamma=weights[0], alpha=weights[1], beta=weights[2], trial=str(trial), rows=rows,
-               **_progress(state, opt, rows), **_provenance(run_dir, state, opt))
+               weights_digest=_own_digest(state) if method == "published" else None,
+               **_progress(state, opt, rows, from_checkpoint), **_provenance(run_dir, state, opt, notices))
 
 
-def scan(save_folder: Path) -> list[Run]:
-    """Every run under ``save_folder`` (student/student_model/*, models/*, transfer/**)."""
+def _own_digest(state: dict[str, Any]) -> str | None:
+    """The weights digest of a checkpoint's own 'model' (reads its tensors), or None when it has none."""
+    from helper.provenance import weights_digest
+
+    weights = state.get("model")
+    return weights_digest(weights) if isinstance(weights, dict) and weights else None
+
+
+def _metrics_consequence(rows: list[dict[str, float]], state: dict[str, Any], from_checkpoint: bool) -> str:
+    """What the summary does without the parts of metrics.csv it could not use (the end of its notice)."""
+    if not rows:
+        return "; the run is read from its checkpoint." if state else "; the run is left out."
+    if from_checkpoint or any("test_acc1" in row for row in rows):
+        return "."
+    return "; best and last come from the checkpoint." if state else "; the run has no test accuracy."
+
+
+def scan(save_folder: Path, notices: list[str] | None = None) -> list[Run]:
+    """Every readable run under ``save_folder`` (student/student_model/*, models/*, transfer/**). Each file
+    that cannot be read, or read only in part, adds one line to ``notices`` (printed to stderr when
+    ``notices`` is None); a folder that cannot be read at all is left out, never the others."""
     folders: list[tuple[Path, str]] = []
     for parent, kind in ((save_folder / "student" / "student_model", "student"), (save_folder / "models", "vanilla")):
         if parent.is_dir():
@@ -351,8 +462,23 @@ def scan(save_folder: Path) -> list[Run]:
     if transfer.is_dir():
         candidates = {path.parent for pattern in ("metrics.csv", "*_last.pth") for path in transfer.rglob(pattern)}
         folders += [(folder, "transfer") for folder in sorted(candidates)]
-    runs = [read_run(folder, kind) for folder, kind in folders]
-    return [run for run in runs if run is not None]
+    found: list[str] = []
+    runs = []
+    for folder, kind in folders:
+        try:
+            run = read_run(folder, kind, found)
+        except Exception as error:  # a file this reader did not foresee must not hide the other runs
+            found.append(f"{folder}: cannot be read ({type(error).__name__}: {_first_line(error)}); the run is "
+                         "left out.")
+            continue
+        if run is not None:
+            runs.append(run)
+    if notices is None:
+        for line in found:
+            print(f"summary: {line}", file=sys.stderr)
+    else:
+        notices += found
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,9 @@ def kind_table(groups: list[Group], kind: str) -> list[str]:
         if run.kind != kind or group.apart:
             continue
         if kind == "vanilla":
-            source = "published checkpoint" if run.method == "published" else "trained"
+            source = "trained" if run.method != "published" else (
+                "published checkpoint" if reproduction.is_published_checkpoint(run) else
+                "checkpoint not confirmed as published")
             rows.append([run.dataset, _with_distinct(run.student, group), source, *_numbers(group)])
         else:
             rows.append([run.dataset, group.teacher_cell, run.student, _with_distinct(run.label, group),
@@ -193,10 +196,20 @@ def reproduction_section(compared: list[reproduction.Comparison]) -> list[str]:
         markdown_table(reproduction.MARKDOWN_HEADER, [reproduction.markdown_row(row) for row in compared]) + [""]
 
 
-def markdown(groups: list[Group], save_folder: Path, compared: list[reproduction.Comparison] | None = None) -> str:
-    """The whole summary.md: the pivot table per dataset, the reproduction table, every averaged group per
-    kind, the runs listed apart."""
-    lines = [f"# Results summary: `{save_folder}`", "", SUMMARY_INTRO, ""]
+def notices_section(notices: list[str]) -> list[str]:
+    """The files that could not be read, or only in part, one line each ([] when there are none)."""
+    if not notices:
+        return []
+    return ["## Files not read, or read in part", "",
+            "Each line names a file and what was done without it; every other run is reported below.", "",
+            *(f"- {line}" for line in notices), ""]
+
+
+def markdown(groups: list[Group], save_folder: Path, compared: list[reproduction.Comparison] | None = None,
+             notices: list[str] | None = None) -> str:
+    """The whole summary.md: the files not read, the pivot table per dataset, the reproduction table, every
+    averaged group per kind, the runs listed apart."""
+    lines = [f"# Results summary: `{save_folder}`", "", SUMMARY_INTRO, "", *notices_section(notices or [])]
     for dataset in sorted({g.first.dataset for g in groups if g.first.kind == "student" and not g.apart}):
         header, rows = pivot(groups, dataset)
         lines += [f"## {dataset}: best test accuracy, teacher -> student (mean over trials)", "",
@@ -319,14 +332,18 @@ def summarize(save_folder: Path, out: Path | None = None, formats: str = "both",
     if not save_folder.is_dir():
         raise UserError(f"The save folder '{save_folder}' does not exist. Pass the --save_folder of your runs "
                         "(default ./save).")
-    groups = group_runs(scan(save_folder))
+    notices: list[str] = []
+    groups = group_runs(scan(save_folder, notices))
+    for line in notices:
+        print(f"summary: {line}", file=sys.stderr)
     if not groups:
-        raise UserError(f"No runs found under '{save_folder}' (looked in student/student_model/, models/ and "
-                        "transfer/ for folders with metrics.csv or checkpoints).")
+        unread = f" {len(notices)} could not be read: {' '.join(notices)}" if notices else ""
+        raise UserError(f"No runs found under '{save_folder}' (looked in student/student_model/, models/ "
+                        f"and transfer/ for folders with metrics.csv or checkpoints).{unread}")
     out = Path(out) if out is not None else save_folder
     out.mkdir(parents=True, exist_ok=True)
     compared = reproduction.comparisons(groups)
-    text = markdown(groups, save_folder, compared)
+    text = markdown(groups, save_folder, compared, notices)
     written = []
     if "md" in FORMATS[formats]:
         (out / "summary.md").write_text(text + "\n")
@@ -336,7 +353,8 @@ def summarize(save_folder: Path, out: Path | None = None, formats: str = "both",
         written.append(_write_csv(out / "reproduction.csv", reproduction.COLUMNS,
                                   [reproduction.csv_record(row) for row in compared]))
     if "json" in FORMATS[formats]:
-        document = {"groups": csv_rows(groups), "reproduction": [reproduction.as_record(row) for row in compared]}
+        document = {"groups": csv_rows(groups), "reproduction": [reproduction.as_record(row) for row in compared],
+                    "notices": notices}
         (out / "summary.json").write_text(json.dumps(document, indent=1) + "\n")
         written.append(out / "summary.json")
     if make_plots:

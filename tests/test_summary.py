@@ -9,6 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
+from helper.provenance import weights_digest
+from helper.published_teachers import RECORD_FILE, add_to_record
 from reporting.runs import Group, group_runs, scan
 from reporting.summary import main, pivot, summarize
 
@@ -319,11 +321,20 @@ def test_unfinished_and_resumed_with_other_settings_are_listed_apart(tmp_path: P
 # ---------------------------------------------------------------------------------------------------
 # the reproduction table
 
+def record_fetched_teacher(save: Path, digest: str = TEACHER_A) -> None:
+    """The record scripts/fetch_pretrained_teachers.sh writes for a teacher it fetched and verified."""
+    (save / "models").mkdir(parents=True, exist_ok=True)
+    add_to_record(save / "models" / RECORD_FILE, "resnet32x4", digest, "0" * 64,
+                  "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar",
+                  "loads strictly into resnet32x4")
+
+
 def test_reproduction_table_in_every_format(tmp_path: Path) -> None:
     save = tmp_path / "save"
     for trial, best in enumerate([76.0, 76.5, 77.0], 1):  # mean 76.5, std 0.5: interval 76.5 -+ 1.242
         kd_run(save, trial, [best - 1, best], epochs=240)
     kd_run(save, 4, [60.0, 61.0])  # 2 epochs: a group of its own
+    record_fetched_teacher(save)
     main([str(save), "--out", str(tmp_path / "out"), "--format", "all", "--plot"])
     out = tmp_path / "out"
     with open(out / "reproduction.csv", newline="") as handle:
@@ -356,7 +367,7 @@ def test_runs_without_a_published_number_have_no_reproduction_row(tmp_path: Path
     with open(tmp_path / "out" / "reproduction.csv", newline="") as handle:
         (teacher,) = list(csv.DictReader(handle))  # only the resnet56 teacher, against the CRD paper's 72.34
     assert (teacher["pair"], teacher["published"], teacher["difference"]) == ("resnet56", "72.3400", "-0.3400")
-    assert teacher["protocol"] == "teacher file unknown"
+    assert teacher["protocol"] == "teacher file unknown (the run recorded no teacher digest)"
     assert "| cifar100 | resnet56 | teacher (used) | 72.34 | 72.00 (1) |" in text
     assert not list((tmp_path / "out" / "plots").glob("reproduction_*.png"))  # no student against a published one
 
@@ -377,3 +388,110 @@ def test_plot_colours_follow_the_method_and_epochs_are_whole(save: Path, tmp_pat
             assert colours.setdefault(method, line.get_color()) == line.get_color(), method
         assert all(float(tick).is_integer() for tick in axis.get_xticks()), axis.get_title()
     assert len(colours) >= 2 and len(set(colours.values())) == len(colours)
+
+
+def test_a_teacher_at_the_fetch_path_is_not_published_by_its_name(tmp_path: Path) -> None:
+    """A random-init teacher saved as save/models/resnet32x4_vanilla/ckpt_epoch_240.pth: its row, its
+    students' rows and the vanilla table say it is unknown until the fetch record lists its digest."""
+    fetch_path = tmp_path / "models" / "resnet32x4_vanilla" / "ckpt_epoch_240.pth"
+    fetch_path.parent.mkdir(parents=True)
+    weights = {"conv1.weight": torch.randn(4, 3, 3, 3)}  # stands in for a random-init resnet32x4
+    torch.save({"model": weights, "epoch": 240, "accuracy": 0.0}, fetch_path)
+    digest = weights_digest(weights)
+    for trial in (1, 2):
+        kd_run(tmp_path, trial, [75.0 + trial], epochs=240, teacher=digest, teacher_acc=0.0)
+    text, _ = summarize(tmp_path, tmp_path / "out", "csv")
+    section = text[text.index("## Reproduction"):text.index("## Distillation runs")]
+    unknown = f"teacher {digest[:8]} unknown (not fetched by scripts/fetch_pretrained_teachers.sh)"
+    rows = [line for line in section.splitlines() if line.startswith("| cifar100 |")]
+    assert len(rows) == 2 and all(line.endswith(f"| {unknown} |") for line in rows), rows
+    assert "as published" not in section
+    assert "| cifar100 | resnet32x4 | checkpoint not confirmed as published | 1 | 0.00 |" in text
+    record_fetched_teacher(tmp_path, digest)
+    text, _ = summarize(tmp_path, tmp_path / "out", "csv")
+    section = text[text.index("## Reproduction"):text.index("## Distillation runs")]
+    assert section.count("| as published |") == 2 and unknown not in section
+    assert "| cifar100 | resnet32x4 | published checkpoint | 1 | 0.00 |" in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# files a researcher's save folder can hold: each is named in one line, every readable run is reported
+
+def _rewrite_metrics(run_dir: Path, edit) -> None:
+    path = run_dir / "metrics.csv"
+    path.write_bytes(edit(path.read_bytes()))
+
+
+def damaged_save(save: Path) -> dict[str, Path]:
+    """Seven KD trials, six with one damaged or inconsistent file each, and a folder with an empty metrics.csv."""
+    def trial(number: int, accuracies: list[float]) -> Path:
+        return student_run(save, "kd", "resnet8x4", "resnet32x4", 0.1, 0.9, 0, number, accuracies)
+
+    files = {"good": trial(1, [60.0, 70.0, 72.0]) / "metrics.csv"}
+    files["latin1"] = trial(2, [61.0, 71.0, 73.0]) / "metrics.csv"
+    _rewrite_metrics(files["latin1"].parent, lambda data: data.replace(b"1.5,", b"1\xb55,", 1))
+    files["cut"] = trial(3, [62.0, 72.0, 74.0]) / "metrics.csv"  # the last epoch lost, half a line written
+    _rewrite_metrics(files["cut"].parent, lambda data: b"".join(data.splitlines(keepends=True)[:-1]) + b"3,0.05")
+    files["no_accuracy_column"] = trial(4, [63.0, 73.0, 75.0]) / "metrics.csv"
+    _rewrite_metrics(files["no_accuracy_column"].parent, lambda data: data.replace(b"test_acc1", b"acc1", 1))
+    files["run_record"] = trial(5, [64.0, 74.0, 76.0]) / "run.json"
+    files["run_record"].write_text('{"settings": ')
+    files["checkpoint"] = trial(6, [65.0, 75.0, 77.0]) / "resnet8x4_last.pth"
+    files["checkpoint"].write_bytes(b"not a checkpoint")
+    files["nan"] = trial(7, [66.0, 76.0, float("nan")]) / "metrics.csv"
+    empty_run = "kd_cifar100_S_resnet8x4_T_resnet32x4_r_0.1_a_0.9_b_0_trial_8"
+    files["empty"] = save / "student" / "student_model" / empty_run / "metrics.csv"
+    files["empty"].parent.mkdir()
+    files["empty"].write_text("")
+    return files
+
+
+def test_each_bad_file_is_one_notice_and_every_readable_run_is_read(tmp_path: Path) -> None:
+    files = damaged_save(tmp_path)
+    notices: list[str] = []
+    runs = {run.trial: run for run in scan(tmp_path, notices)}
+    assert sorted(runs) == ["1", "2", "3", "4", "5", "6", "7"]  # the empty one has nothing to report
+    assert len(notices) == 7
+    for name, path in files.items():
+        lines = [line for line in notices if line.startswith(f"{path}: ")]
+        assert len(lines) == (name != "good"), (name, notices)
+    said = {name: next((line for line in notices if line.startswith(f"{path}: ")), "") for name, path in files.items()}
+    assert "not UTF-8 text (byte 0xb5" in said["latin1"] and said["latin1"].endswith("read from its checkpoint.")
+    assert (runs["2"].best_acc, runs["2"].last_acc, runs["2"].rows) == (73.0, 73.0, [])
+    assert "1 line cut short or not numbers (line 4)" in said["cut"]
+    assert "ends at epoch 2, but the checkpoint resnet8x4_last.pth is at epoch 3" in said["cut"]
+    assert (runs["3"].best_acc, runs["3"].last_acc, runs["3"].epochs_done) == (74.0, 74.0, 3)  # not 72 from the file
+    assert "no 'test_acc1' column" in said["no_accuracy_column"] and runs["4"].last_acc == 75.0
+    assert "damaged (JSONDecodeError" in said["run_record"] and not runs["5"].recorded and runs["5"].settings
+    assert "cannot be read (" in said["checkpoint"] and said["checkpoint"].endswith("folder name and metrics.csv.")
+    assert (runs["6"].best_acc, runs["6"].last_acc, runs["6"].epochs_planned) == (77.0, 77.0, None)
+    assert "test_acc1 is not a number at epoch 3" in said["nan"]
+    assert (runs["7"].best_acc, runs["7"].last_acc) == (76.0, None)  # no last accuracy, not epoch 2's
+    assert said["empty"] == f"{files['empty']}: empty; the run is left out."
+
+
+def test_the_report_names_each_bad_file_and_never_raises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = damaged_save(tmp_path / "save")
+    main([str(tmp_path / "save"), "--out", str(tmp_path / "out"), "--format", "all", "--plot"])
+    captured = capsys.readouterr()
+    stderr = captured.err.splitlines()
+    assert len(stderr) == 7 and all(line.startswith("summary: ") for line in stderr), stderr
+    text = (tmp_path / "out" / "summary.md").read_text()
+    section = text[text.index("## Files not read, or read in part"):text.index("## cifar100")]
+    assert len([line for line in section.splitlines() if line.startswith("- ")]) == 7
+    assert all(str(path) in section for name, path in files.items() if name != "good")
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["notices"]) == 7
+    with open(tmp_path / "out" / "summary.csv", newline="") as handle:  # every readable trial is reported
+        assert sorted(int(row["trials"]) for row in csv.DictReader(handle)) == [1, 6]  # 1: its teacher is unknown
+    assert (tmp_path / "out" / "plots" / "reproduction_cifar100.png").is_file()
+
+
+def test_plot_when_a_published_pair_has_no_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The only published row of the dataset has no number (every accuracy NaN): a row without a
+    difference, no heat map, one notice."""
+    student_run(tmp_path, "kd", "resnet20", "resnet56", 0.1, 0.9, 0, 1, [float("nan")] * 2, teacher_acc=72.34)
+    main([str(tmp_path), "--out", str(tmp_path / "out"), "--plot"])
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "| cifar100 | resnet56 -> resnet20 | KD | 70.66 | - (0) |" in text
+    assert "test_acc1 is not a number at epoch 1, 2" in capsys.readouterr().err
+    assert not list((tmp_path / "out" / "plots").glob("reproduction_*.png"))
