@@ -33,7 +33,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 # repository's own modules (checked below) or outside tools
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
                   "--format": "reporting/summary.py",
-                  "--write": "reporting/method_table.py"}
+                  "--write": "reporting/method_table.py", "--print-digests": "scripts/fetch_pretrained_teachers.sh"}
 
 
 def shell_lines(text: str = README) -> list[str]:
@@ -87,6 +87,8 @@ def test_every_mentioned_flag_exists() -> None:
     for flag, program in OTHER_PROGRAMS.items():
         if program.endswith(".py"):
             assert f'"{flag}"' in (ROOT / program).read_text(), f"{program} has no {flag}"
+        elif program.endswith(".sh"):
+            assert f"= {flag}" in (ROOT / program).read_text(), f"{program} has no {flag}"
 
 
 def test_named_files_modules_and_targets_exist() -> None:
