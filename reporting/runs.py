@@ -62,7 +62,7 @@ class Run:
     teacher_path: str | None = None
     teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
     settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
-    weights_digest: str | None = None      # a checkpoint without training options (method 'published'): its own
+    weights_digest: str | None = None      # a checkpoint without options (method 'published'): its weights digest
 
     @property
     def unfinished(self) -> bool:
@@ -302,7 +302,7 @@ def _load_state(checkpoint_path: Path | None, problems: list[str]) -> dict[str, 
     try:
         loaded = read_state(checkpoint_path)
     except Exception as error:  # torch.load raises many types for damaged files; one must not hide the others
-        problems.append(f"cannot be read ({type(error).__name__}: {_first_line(error)})")
+        problems.append(f"cannot be read ({type(error).__name__}: {_first_sentence(error)})")
         return {}
     if not isinstance(loaded, dict):
         problems.append(f"holds a {type(loaded).__name__}, not a checkpoint")
@@ -310,7 +310,7 @@ def _load_state(checkpoint_path: Path | None, problems: list[str]) -> dict[str, 
     return loaded
 
 
-def _first_line(error: BaseException) -> str:
+def _first_sentence(error: BaseException) -> str:
     from helper.checkpoint import first_sentence
 
     return first_sentence(str(error), limit=160)[:160]
@@ -468,7 +468,7 @@ def scan(save_folder: Path, notices: list[str] | None = None) -> list[Run]:
         try:
             run = read_run(folder, kind, found)
         except Exception as error:  # a file this reader did not foresee must not hide the other runs
-            found.append(f"{folder}: cannot be read ({type(error).__name__}: {_first_line(error)}); the run is "
+            found.append(f"{folder}: cannot be read ({type(error).__name__}: {_first_sentence(error)}); the run is "
                          "left out.")
             continue
         if run is not None:

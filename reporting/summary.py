@@ -6,6 +6,10 @@ Reads the runs with ``reporting.runs`` (finished runs with the same recorded set
 differing only in ``--trial``, are pooled; the others are listed apart). Writes ``summary.md`` / ``summary.csv`` (and ``plots/*.png`` with
 ``--plot``) into ``--out`` (default: the save folder) and prints the markdown.
 
+Every readable run is reported; each file that cannot be read, or only in part (a damaged or truncated
+metrics.csv, run.json or checkpoint), is named in one line at the top of ``summary.md``, in ``summary.json``
+and on stderr.
+
 "best" is the best test top-1 during training (what the CRD/DCD/RRD papers report, averaged over
 trials); "last" is the final epoch's. Standard deviations are sample std (n-1).
 """

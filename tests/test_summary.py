@@ -495,3 +495,13 @@ def test_plot_when_a_published_pair_has_no_accuracy(tmp_path: Path, capsys: pyte
     assert "| cifar100 | resnet56 -> resnet20 | KD | 70.66 | - (0) |" in text
     assert "test_acc1 is not a number at epoch 1, 2" in capsys.readouterr().err
     assert not list((tmp_path / "out" / "plots").glob("reproduction_*.png"))
+
+
+def test_a_folder_that_cannot_be_read_is_left_out_alone(tmp_path: Path) -> None:
+    student_run(tmp_path, "kd", "resnet8x4", "resnet32x4", 0.1, 0.9, 0, 1, [60.0, 70.0])
+    odd = student_run(tmp_path, "kd", "resnet8x4", "resnet32x4", 0.1, 0.9, 0, 2, [61.0, 71.0], checkpoint=False)
+    torch.save({"model": {}, "epoch": "two", "stage": "main"}, odd / "resnet8x4_last.pth")  # not a number
+    notices: list[str] = []
+    assert [run.trial for run in scan(tmp_path, notices)] == ["1"]
+    assert notices == [f"{odd}: cannot be read (ValueError: invalid literal for int() with base 10: 'two'); "
+                       "the run is left out."]
