@@ -84,7 +84,8 @@ download() {
         esac
     fi
     warn "neither curl nor wget is installed: install one, or put each teacher at" \
-        "$SAVE_DIR/<arch>_vanilla/ckpt_epoch_240.pth yourself (this script then verifies it)."
+        "$SAVE_DIR/<arch>_vanilla/ckpt_epoch_240.pth yourself (this script then checks it; without a" \
+        "published checksum for it, it stays unverified)."
     exit 1
 }
 
@@ -92,7 +93,8 @@ unreachable() {  # the one message for a host that cannot be reached; exits
     reason=$(grep . "$ERRORS" | head -n 1 || true)
     stopped="so the script stopped${fetched:+ after fetching$fetched}"
     warn "cannot reach the host of $URL (${reason:-no reason given}), $stopped. Without network, put each teacher at" \
-        "$SAVE_DIR/<arch>_vanilla/ckpt_epoch_240.pth yourself (this script then verifies it), or set" \
+        "$SAVE_DIR/<arch>_vanilla/ckpt_epoch_240.pth yourself (this script then checks it; without a" \
+        "published checksum for it, it stays unverified), or set" \
         "TEACHERS_URL to a reachable copy: an archive (.tar) with <arch>_vanilla/ckpt_epoch_240.pth inside, or" \
         "a folder URL with that layout (RepDistiller's original host, $ORIGINAL_URL, has been offline since 2022)."
     exit 1
