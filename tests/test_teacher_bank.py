@@ -437,3 +437,21 @@ def test_sweep_builds_the_bank_once_and_runs_read_it(tmp_path: Path, monkeypatch
     assert out.count("building the teacher bank that 2 run(s) read") == 1 and "teacher bank ready" in out
     train_student.main([*common, "--distill", "dkd"])  # auto: the bank exists, so it is read
     assert "teacher bank: on" in capsys.readouterr().out
+
+
+def test_sweep_builds_what_its_runs_repay() -> None:
+    """The embedding (with the logits, one pass) when its readers train 200+ epochs together; else the
+    logits alone (through a logits-only run) when all the bank's readers do; else nothing."""
+    from types import SimpleNamespace
+
+    from scripts.sweep import bank_builder
+
+    def run(outputs: tuple[str, ...], epochs: int) -> SimpleNamespace:
+        return SimpleNamespace(bank_job=("key", outputs), plan=SimpleNamespace(epochs=epochs))
+
+    kd, crd = ("logits",), ("logits", "embedding")
+    group = [run(kd, 150), run(crd, 100), run(crd, 120)]
+    assert bank_builder(group) == (group[1], 370)
+    group = [run(crd, 30), run(kd, 150), run(kd, 60)]
+    assert bank_builder(group) == (group[1], 240)
+    assert bank_builder([run(kd, 150), run(crd, 30)]) == (None, 180)
