@@ -9,6 +9,7 @@ Loss = gamma*CE + alpha*KD + beta*method; omitted -r/-a/-b take the method's def
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import torch
 
 from dataset import CLASS_COUNTS
 from dataset.build import build_data
-from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS, BankSpec, TeacherBank, bank_blocker, data_digest, decide, \
-    is_built, open_or_build
+from dataset.teacher_bank import (AUTO_BUILD_MIN_EPOCHS, BankSpec, BuildStopped, TeacherBank, bank_blocker,
+                                  check_request, data_digest, decide, is_built, open_or_build)
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
 from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method, unused_method_flags
 from helper import distributed
@@ -80,6 +81,7 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
         opt.distill = method.key
     check_method_arguments(opt)
     finalize_training_args(opt, opt.model_s)  # every range checked before anything is loaded
+    check_request(opt.teacher_bank, opt.build_teacher_bank, why_no_bank(opt))
     if opt.path_t is None:
         raise UserError("--path_t is required: the teacher checkpoint, e.g. "
                         f"./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth. {FETCH_HINT}")
@@ -179,15 +181,19 @@ def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Disti
     return task, optimizer
 
 
-def bank_spec(plan: RunPlan, method: Distiller, data: Any, teacher: torch.nn.Module, device: torch.device
-              ) -> BankSpec:
-    """What the run's teacher bank holds: the teacher's logits, and its pooled embedding when the
-    method reads it, for the training split as the loader normalizes it."""
+def bank_spec(plan: RunPlan, data: Any, teacher: torch.nn.Module, device: torch.device, amp: str) -> BankSpec:
+    """Which teacher bank the run reads: the teacher's outputs for the training split as the loader
+    normalizes it, computed under the run's --amp autocast (the bank holds what the teacher of a
+    training step computes)."""
     source = plan.identity["teacher"]
-    outputs = ("logits", "embedding") if method.teacher_reads == "embedding" else ("logits",)
     return BankSpec(source["digest"], source["arch"], plan.identity["settings"]["dataset"], data.num_train,
                     data_digest(data.train_images), int(data.train_images.shape[-1]), tuple(data.mean),
-                    tuple(data.std), outputs, data.num_classes, int(feature_shapes(teacher, False, device)[-1][1]))
+                    tuple(data.std), data.num_classes, int(feature_shapes(teacher, False, device)[-1][1]), amp)
+
+
+def bank_outputs(opt: argparse.Namespace) -> tuple[str, ...]:
+    """What the run reads of the bank: the logits, and the pooled embedding when its method reads it."""
+    return ("logits", "embedding") if METHODS[opt.distill].teacher_reads == "embedding" else ("logits",)
 
 
 def why_no_bank(opt: argparse.Namespace) -> str | None:
@@ -196,24 +202,30 @@ def why_no_bank(opt: argparse.Namespace) -> str | None:
     return bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
 
 
-def teacher_bank(opt: argparse.Namespace, plan: RunPlan, method: Distiller, data: Any, teacher: torch.nn.Module,
+def teacher_bank(opt: argparse.Namespace, plan: RunPlan, data: Any, teacher: torch.nn.Module,
                  device: torch.device) -> TeacherBank | None:
-    """The teacher bank this run reads (--teacher_bank; dataset/teacher_bank.py), built if needed, or None."""
+    """The teacher bank this run reads (--teacher_bank; dataset/teacher_bank.py), built if needed, or
+    None. Ctrl-C or SIGTERM while it is built ends the process (130/143) with one line: the finished
+    chunks are kept."""
     blocker = why_no_bank(opt)
-    if opt.teacher_bank == "off" or (blocker is not None and opt.teacher_bank == "auto"):
+    if opt.teacher_bank == "off" or blocker is not None:  # on: refused from the flags (check_request)
         return None
-    spec = bank_spec(plan, method, data, teacher, device) if blocker is None else None
+    spec, outputs = bank_spec(plan, data, teacher, device, opt.amp), bank_outputs(opt)
     root = Path(opt.save_folder) / "teacher_banks"
-    use, why_not = decide(opt.teacher_bank, blocker, opt.epochs, spec is not None and is_built(root, spec))
+    use, why_not = decide(opt.teacher_bank, None, opt.epochs, is_built(root, spec, outputs))
     if not use:
         if why_not and distributed.is_main():
             print(why_not)
         return None
-    # built by the teacher as a training step runs it: BatchNorm folded, compiled with --compile
-    bank = open_or_build(root, spec, teacher_for_forward(teacher, opt, device), data.train_images, device,
-                         opt.channels_last, progress=not opt.no_progress and distributed.is_main())
+    try:  # built by the teacher as a training step runs it: BatchNorm folded, compiled with --compile, --amp
+        bank = open_or_build(root, spec, outputs, teacher_for_forward(teacher, opt, device), data.train_images,
+                             device, opt.channels_last, progress=not opt.no_progress and distributed.is_main())
+    except BuildStopped as stop:
+        if distributed.is_main():
+            print(stop, file=sys.stderr, flush=True)
+        sys.exit(stop.exit_status)
     if distributed.is_main():
-        print(f"teacher bank: on ({', '.join(spec.outputs)} of every training view from '{bank.folder}'; the teacher "
+        print(f"teacher bank: on ({', '.join(outputs)} of every training view from '{bank.folder}'; the teacher "
               "does not run during training)")
     return bank.to(device)
 
@@ -227,25 +239,24 @@ def main(argv: list[str] | None = None) -> float | None:
     return train_or_describe(opt, run_plan(opt), train)
 
 
-def teacher_bank_job(opt: argparse.Namespace) -> tuple[Any, ...] | None:
-    """What tells apart the teacher banks runs read (runs with equal keys share one), or None when
-    this run reads none (--teacher_bank off, or a method, loader or dataset a bank cannot serve)."""
+def teacher_bank_job(opt: argparse.Namespace) -> tuple[tuple[Any, ...], tuple[str, ...]] | None:
+    """(the bank folder runs read: runs with equal keys share it, what this run reads of it), or None
+    when this run reads none (--teacher_bank off, or a method, loader or dataset a bank cannot serve)."""
     if opt.teacher_bank == "off" or why_no_bank(opt):
         return None
-    return (opt.teacher_source["digest"], opt.dataset, str(Path(opt.data_folder).resolve()),
-            str(Path(opt.save_folder).resolve()), METHODS[opt.distill].teacher_reads)
+    key = (opt.teacher_source["digest"], opt.dataset, str(Path(opt.data_folder).resolve()),
+           str(Path(opt.save_folder).resolve()), opt.amp)
+    return key, bank_outputs(opt)
 
 
 def build_teacher_bank(opt: argparse.Namespace, plan: RunPlan) -> None:
-    """--build_teacher_bank: build (or open and check) the bank this run would read; train nothing."""
-    blocker = why_no_bank(opt)
-    if blocker:
-        raise UserError(f"--build_teacher_bank: this run reads no teacher bank: {blocker}.")
+    """--build_teacher_bank: build (or open and check) the bank this run would read; train nothing
+    (a run no bank can serve was refused from its flags)."""
     device = setup(opt)
     data, _, _ = build_data(opt, device, views=METHODS[opt.distill].views)
-    _, teacher, method_modules = build_models(opt, data, device)
+    _, teacher, _ = build_models(opt, data, device)
     opt.teacher_bank = "on"
-    bank = teacher_bank(opt, plan, method_modules, data, teacher, device)
+    bank = teacher_bank(opt, plan, data, teacher, device)
     print(f"teacher bank ready: {bank.folder}")
 
 
@@ -258,7 +269,7 @@ def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     data, train_loader, test_loader = build_data(opt, device, views=METHODS[opt.distill].views)
     record = record_run(plan, data, resume)
     student, teacher, method = build_models(opt, data, device)
-    bank = teacher_bank(opt, plan, method, data, teacher, device)
+    bank = teacher_bank(opt, plan, data, teacher, device)
     train_loader.yield_view_ids = bank is not None
     teacher_acc = validate(teacher, test_loader)["test_acc1"]
     print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "

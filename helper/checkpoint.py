@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,34 +9,16 @@ import torch
 from torch import nn
 
 from helper.errors import UserError
+from helper.util import atomic_write
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    A reader (or a crash at any moment) sees either the previous complete file or the new one.
-    """
+    """Write ``state`` to ``path`` atomically and durably (temp file in the same folder, fsync,
+    ``os.replace``, fsync of the folder; ``helper.util.atomic_write``): a reader, or a crash at any
+    moment, sees either the previous complete file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
+    atomic_write(path, lambda handle: torch.save(state, handle), durable=True)
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: str = "",

@@ -11,9 +11,7 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from helper.errors import UserError
+from helper.util import atomic_write
 
 RECORD_FILE = "run.json"
 RECORD_FORMAT = 1
@@ -128,17 +127,9 @@ def complete_record(identity: dict[str, Any], train_size: int, test_size: int, n
 
 
 def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``run_dir/run.json`` atomically."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{RECORD_FILE}.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(temporary, run_dir / RECORD_FILE)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Write ``run_dir/run.json`` atomically (with the umask's mode, as any file the run writes)."""
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    atomic_write(Path(run_dir) / RECORD_FILE, lambda handle: handle.write(text.encode()))
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any] | None:

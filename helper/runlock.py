@@ -5,7 +5,8 @@ the process ends (SIGKILL included), so a folder is never held by a dead process
 sweep simply resumes the run. The file records who holds it (pid, host, device, start time) for
 ``scripts/run_status.py``. A sweep (scripts/sweep.py) claims the folder itself before starting the
 run and passes the locked file down (``DISTILLERS_RUN_LOCK_FD``), so no other process can take
-the run between the sweep's decision and the start of training.
+the run between the sweep's decision and the start of training. The teacher bank
+(dataset/teacher_bank.py) locks each output file it builds the same way, under another lock name.
 
 Standard library only (plus helper.errors): the sweep scheduler and the status tool use it too.
 """
@@ -49,26 +50,27 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 class RunLock:
-    """An exclusive claim on one run folder; ``release()`` removes the lock file (and the folder
-    when this lock created it and nothing else was written there)."""
+    """An exclusive claim on one run folder (the lock file ``name`` in it); ``release()`` removes the
+    lock file (and the folder when this lock created it and nothing else was written there)."""
 
-    def __init__(self, run_dir: Path, fd: int, created_folder: bool) -> None:
-        self.run_dir, self.fd, self.created_folder = Path(run_dir), fd, created_folder
+    def __init__(self, run_dir: Path, fd: int, created_folder: bool, name: str = LOCK_FILE) -> None:
+        self.run_dir, self.fd, self.created_folder, self.name = Path(run_dir), fd, created_folder, name
 
     @property
     def path(self) -> Path:
-        return self.run_dir / LOCK_FILE
+        return self.run_dir / self.name
 
     @classmethod
-    def try_acquire(cls, run_dir: Path, wait_seconds: float = 0.0) -> RunLock | None:
+    def try_acquire(cls, run_dir: Path, wait_seconds: float = 0.0, name: str = LOCK_FILE) -> RunLock | None:
         """Lock ``run_dir`` (created when missing); None when another live process holds it after
-        ``wait_seconds``. Raises OSError when the folder cannot be created or written."""
+        ``wait_seconds`` (``math.inf``: wait until it is free). Raises OSError when the folder cannot
+        be created or written."""
         run_dir = Path(run_dir)
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_seconds
         while True:
-            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(run_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 _flock(fd)
             except BlockingIOError:
@@ -77,8 +79,8 @@ class RunLock:
                     return None
                 time.sleep(0.05)
                 continue
-            if _same_file(fd, run_dir / LOCK_FILE):
-                return cls(run_dir, fd, created)
+            if _same_file(fd, run_dir / name):
+                return cls(run_dir, fd, created, name)
             os.close(fd)  # the previous holder removed the file between our open and flock: retry
 
     @classmethod
@@ -116,11 +118,11 @@ class RunLock:
                 self.run_dir.rmdir()
 
 
-def holder(run_dir: Path) -> dict[str, Any] | None:
-    """What the lock file says about the live process holding ``run_dir`` ({} when it wrote
+def holder(run_dir: Path, name: str = LOCK_FILE) -> dict[str, Any] | None:
+    """What the lock file ``name`` says about the live process holding ``run_dir`` ({} when it wrote
     nothing yet); None when no live process holds it. Creates nothing."""
     try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(Path(run_dir) / name, os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -13,8 +13,9 @@ from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
 from helper.options import COMPILE_MIN_STEPS, RunPlan
-from helper.provenance import check_same_run, complete_record, extended, recorded_identity, write_run_record
-from helper.runlock import claim_run_folder
+from helper.provenance import (RECORD_FILE, check_same_run, complete_record, extended, recorded_identity,
+                               write_run_record)
+from helper.runlock import LOCK_FILE, claim_run_folder
 from helper.util import configure_threads, resolve_device, set_seed
 
 
@@ -158,7 +159,23 @@ def train_or_describe(opt: argparse.Namespace, plan: RunPlan,
         print(plan.describe())
         return None
     with claim_run_folder(plan.run_dir, distributed.is_main()):
-        return train(opt, plan)
+        try:
+            return train(opt, plan)
+        except BaseException:  # failed or stopped before its first checkpoint: leave no folder behind
+            if distributed.is_main():
+                discard_lone_record(plan.run_dir)
+            raise
+
+
+def discard_lone_record(run_dir: Path) -> None:
+    """Remove ``run_dir``'s run.json when nothing else was written there (no checkpoint, no log):
+    a run that failed before training leaves no folder that looks like a run (the lock's release
+    then removes the folder it created)."""
+    try:
+        if {path.name for path in run_dir.iterdir()} <= {RECORD_FILE, LOCK_FILE}:
+            (run_dir / RECORD_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def record_run(plan: RunPlan, data: Any, resume: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,7 +1,12 @@
-"""Small shared utilities: device choice, seeding, lr schedule, RNG state capture."""
+"""Small shared utilities: device choice, seeding, lr schedule, RNG state capture, atomic writes."""
 from __future__ import annotations
 
+import os
 import random
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -37,8 +42,6 @@ def configure_threads(device: torch.device) -> None:
     the user set wins (e.g. 1 on a busy shared machine, where threads that wait on each other cost
     more than they gain)."""
     if device.type == "cpu":
-        import os
-
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         requested = os.environ.get("OMP_NUM_THREADS", "")
@@ -86,3 +89,38 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
         if "cuda_current" in state:  # rank 0 saved its own GPU's stream; every rank continues from it
             torch.cuda.set_rng_state(state["cuda_current"])
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: bool = False) -> None:
+    """Write ``path`` atomically: ``write(handle)`` fills a temp file beside it, which then replaces
+    ``path`` (a reader, or a crash at any moment, sees the old complete file or the new one). The
+    file gets the mode ``open()`` would give it (0666 less the umask, e.g. 0644), so a save folder
+    shared with others stays readable. ``durable``: fsync the file and the rename too."""
+    path = Path(path)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if temporary.exists():
+            temporary.unlink()
+        raise
+    if durable:
+        try:
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError:  # some file systems refuse fsync on folders
+            pass

@@ -12,7 +12,9 @@ runs to <SAVE_FOLDER>/sweeps/ when it starts), in the sweeps' order, then the co
   not started  no checkpoint yet
   conflict     the folder holds a run trained with other settings or another teacher than the
                sweep asks for (its run.json): the sweep leaves it alone
-Then a line per teacher bank being built (or left half-built) under SAVE_FOLDER/teacher_banks/.
+Then a line per teacher bank output being built (with the pid holding it, whether a sweep or a
+plain training run builds it) or left half-built under SAVE_FOLDER/teacher_banks/; those lines
+alone when no sweep was started there.
 Reads only: no lock is taken and nothing is written.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helper.runlock import holder  # noqa: E402
+from helper.runlock import describe_holder, holder  # noqa: E402
 
 STATUSES = ("finished", "running", "failed", "partial", "not started", "conflict")
 EXIT_LINE = re.compile(rb"^\[sweep\] .* exit status (-?\d+) after", re.MULTILINE)
@@ -153,9 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"list only these statuses ({', '.join(s.split()[0] for s in STATUSES)})")
     args = parser.parse_args(argv)
     runs = read_plans(args.save_folder)
+    banks = bank_lines(args.save_folder)  # also those a plain training run builds, outside any sweep
+    if not runs and banks:
+        print("\n".join(banks))
+        return 0
     if not runs:
         print(f"run_status: no sweep has been started on '{args.save_folder}' (no plans in "
-              f"{args.save_folder / 'sweeps'}/). Pass the sweeps' SAVE_FOLDER.", file=sys.stderr)
+              f"{args.save_folder / 'sweeps'}/) and no teacher bank is being built there. Pass the sweeps' "
+              "SAVE_FOLDER.", file=sys.stderr)
         return 2
     now = time.time()
     rows = [status_row(run, now) for run in runs]
@@ -165,34 +172,51 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{sum(row.status == status for row in rows)} {status}" for status in STATUSES
                        if status != "conflict" or any(row.status == status for row in rows))
     print(f"{len(rows)} runs: {counts}")
-    for line in bank_lines(args.save_folder):
+    for line in banks:
         print(line)
     return 0
 
 
 def bank_lines(save_folder: Path) -> list[str]:
-    """One line per teacher bank under SAVE_FOLDER/teacher_banks that is not complete: being built
-    (a live process holds it) or interrupted (the next run or sweep that reads it continues it)."""
-    from dataset.teacher_bank import bank_is_locked
-
+    """One line per output of a teacher bank under SAVE_FOLDER/teacher_banks that is not complete:
+    being built (by the live process holding its lock: pid, host, since when; a plain training run
+    or a sweep) or interrupted (the next run that reads it continues it); and one per folder of the
+    earlier bank layout (a single manifest.json), which no run reads."""
     lines = []
-    for manifest_path in sorted((save_folder / "teacher_banks").glob("*/manifest.json")):
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            lines.append(f"teacher bank {manifest_path.parent.name}: unreadable manifest (delete the folder)")
+    root = save_folder / "teacher_banks"
+    for folder in sorted(path for path in root.glob("*") if path.is_dir()) if root.is_dir() else []:
+        if (folder / "manifest.json").is_file():
+            lines.append(f"teacher bank {folder.name}: earlier layout, read by no run (delete the folder)")
             continue
-        if manifest.get("complete"):
-            continue
-        spec = manifest.get("spec", {})
-        chunk = int(manifest.get("chunk_images", 1))
-        done = len(next(iter(manifest.get("checksums", {}).values()), []))
-        total = -(-int(spec.get("train_size", 0)) // chunk)
-        state = "building" if bank_is_locked(manifest_path.parent) else "interrupted (continued by the next run)"
-        lines.append(f"teacher bank {manifest_path.parent.name}: {state}, chunk {done} of {total} "
-                     f"({100 * done / max(total, 1):.0f}%)")
+        outputs = {path.stem for path in (*folder.glob("*.json"), *folder.glob("*.lock"))}
+        for output in sorted(outputs, key=lambda name: (name != "logits", name)):
+            line = bank_output_line(folder, output)
+            if line is not None:
+                lines.append(line)
     return lines
 
+
+def bank_output_line(folder: Path, output: str) -> str | None:
+    """The status of one output of a bank folder, or None when it is complete (or nothing holds it)."""
+    name = f"teacher bank {folder.name}/{output}"
+    info = holder(folder, f"{output}.lock")
+    try:
+        manifest = json.loads((folder / f"{output}.json").read_text())
+    except FileNotFoundError:
+        manifest = None
+    except (OSError, ValueError):
+        return f"{name}: unreadable manifest (delete the folder)"
+    if (manifest is None and info is None) or (isinstance(manifest, dict) and manifest.get("complete")):
+        return None
+    progress = "starting"
+    if isinstance(manifest, dict):
+        chunk = max(int(manifest.get("chunk_images", 1)), 1)
+        done = len(manifest.get("checksums", []))
+        total = -(-int(manifest.get("spec", {}).get("train_size", 0)) // chunk)
+        progress = f"chunk {done} of {total} ({100 * done / max(total, 1):.0f}%)"
+    state = (f"building ({describe_holder(info)})" if info is not None
+             else "interrupted (continued by the next run that reads it)")
+    return f"{name}: {state}, {progress}"
 
 if __name__ == "__main__":
     sys.exit(main())

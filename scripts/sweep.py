@@ -521,32 +521,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_teacher_banks(runs: list[Run], worker: Worker, name: str) -> None:
-    """Build each teacher bank once, before the runs that read it, when those runs together train
-    for at least AUTO_BUILD_MIN_EPOCHS epochs (then --teacher_bank auto finds it and uses it). A
-    failed build is reported; its runs then train as --teacher_bank auto decides alone."""
+    """Build each teacher bank once, before the runs that read it: its logits when the runs that read
+    the bank together train for at least AUTO_BUILD_MIN_EPOCHS epochs, its embedding when those that
+    read the embedding do (then --teacher_bank auto finds it and uses it). A failed build is reported;
+    its runs then train as --teacher_bank auto decides alone."""
     groups: dict[tuple[Any, ...], list[Run]] = {}
     for run in runs:
         if run.bank_job is not None and run.plan.checkpoint_status() in ("missing", "unfinished"):
-            groups.setdefault(run.bank_job, []).append(run)
+            groups.setdefault(run.bank_job[0], []).append(run)
     for group in groups.values():
-        epochs = sum(run.plan.epochs for run in group)
-        if epochs < AUTO_BUILD_MIN_EPOCHS:
+        builder, epochs = bank_builder(group)
+        if builder is None:
             continue
-        first = group[0]
-        log = first.plan.save_folder / "logs" / "teacher_banks" / f"{first.label}.log"
+        log = builder.plan.save_folder / "logs" / "teacher_banks" / f"{builder.label}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"{name}: building the teacher bank that {len(group)} run(s) read ({epochs} epochs in all); log: {log}",
               flush=True)
-        command = [sys.executable, str(ROOT / first.script), *first.args, "--build_teacher_bank"]
+        command = [sys.executable, str(ROOT / builder.script), *builder.args, "--build_teacher_bank"]
         with open(log, "ab") as handle:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        env={**os.environ, **worker.env, "PYTHONUNBUFFERED": "1"})
             _pump(process.stdout, handle, echo=True)
             code = process.wait()
+        if code in (130, 143, -2, -15):
+            raise KeyboardInterrupt  # the build was stopped with the sweep: its finished chunks are kept
         if code != 0:
             print(f"{name}: the teacher bank build exited with status {code} (log: {log}); its runs decide alone.",
                   file=sys.stderr, flush=True)
 
+
+def bank_builder(group: list[Run]) -> tuple[Run | None, int]:
+    """The run of ``group`` (runs that read one bank) whose --build_teacher_bank builds what the group
+    repays: one that reads the embedding (both outputs, one pass) when the embedding readers train
+    for AUTO_BUILD_MIN_EPOCHS epochs together, else one that reads only the logits when all do; None
+    when neither. Also the epochs the runs it serves train."""
+    embedding_runs = [run for run in group if "embedding" in run.bank_job[1]]
+    if sum(run.plan.epochs for run in embedding_runs) >= AUTO_BUILD_MIN_EPOCHS:
+        return embedding_runs[0], sum(run.plan.epochs for run in group)
+    logits_runs = [run for run in group if "embedding" not in run.bank_job[1]]
+    epochs = sum(run.plan.epochs for run in group)
+    return (logits_runs[0] if logits_runs and epochs >= AUTO_BUILD_MIN_EPOCHS else None), epochs
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -115,6 +115,25 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_writes_take_the_umask_mode(umask: int, tmp_path: Path) -> None:
+    """Checkpoints, run.json and bank manifests get 0666 less the umask (as open() gives), not the 0600
+    of a private temp file: a save folder shared with others stays readable."""
+    from dataset.teacher_bank import write_manifest
+    from helper.provenance import write_run_record
+
+    previous = os.umask(umask)
+    try:
+        save_checkpoint({"model": {"w": torch.ones(2)}}, tmp_path / "ckpt.pth")
+        write_run_record(tmp_path, {"settings": {}})
+        write_manifest(tmp_path, "logits", {"checksums": []})
+    finally:
+        os.umask(previous)
+    for name in ("ckpt.pth", "run.json", "logits.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt.pth", "logits.json", "run.json"]
+
+
 def test_namespace_checkpoint_loads_through_allowlist_only(tmp_path: Path) -> None:
     legacy = tmp_path / "legacy.pth"
     torch.save({"model": {"w": torch.ones(1)}, "opt": argparse.Namespace(model="resnet8"), "epoch": 240}, legacy)
