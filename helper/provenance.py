@@ -35,6 +35,9 @@ NOT_TRAINING = frozenset({
 })
 # Settings that tell trials of one experiment apart: they never split a group of runs.
 IDENTITY_EXCLUDED = frozenset({"seed", "trial"})
+# Settings a method declares rather than a flag sets, recorded only away from these values (so that the
+# records written before they existed, which lack them, still match): absent means this value.
+DECLARED_DEFAULTS: dict[str, Any] = {"teacher_mode": "eval"}
 DIGEST_LENGTH = 16
 
 
@@ -84,11 +87,13 @@ def check_source_fits(source: dict[str, Any], dataset: str, num_classes: int | N
                         f"needs {num_classes}. Pass the --dataset it was trained on, or a {role} trained on {dataset}.")
 
 
-def training_settings(opt: argparse.Namespace, unused: Iterable[str] = ()) -> dict[str, Any]:
+def training_settings(opt: argparse.Namespace, unused: Iterable[str] = (), **declared: Any) -> dict[str, Any]:
     """The run's settings: every option that affects training (all but NOT_TRAINING and ``unused``,
-    e.g. the flags of other methods), as plain JSON values."""
+    e.g. the flags of other methods), as plain JSON values, plus the ``declared`` ones (what the
+    method says of itself, e.g. teacher_mode) that differ from DECLARED_DEFAULTS."""
     skipped = NOT_TRAINING | set(unused)
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {key: value for key, value in declared.items()
+                                if key not in DECLARED_DEFAULTS or value != DECLARED_DEFAULTS[key]}
     for key, value in sorted(vars(opt).items()):
         if key in skipped:
             continue

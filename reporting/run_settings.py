@@ -15,7 +15,7 @@ from typing import Any
 
 from helper import provenance
 from helper.errors import UserError
-from helper.provenance import IDENTITY_EXCLUDED, NOT_TRAINING
+from helper.provenance import DECLARED_DEFAULTS, IDENTITY_EXCLUDED, NOT_TRAINING
 
 # saved options (checkpoint 'opt') that do not affect training: those of the run record, and the names
 # RepDistiller derived from the folder (they contain the trial)
@@ -51,8 +51,9 @@ def _other_methods_flags(method_key: Any) -> set[str]:
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings two runs must share to be trials of one experiment (all but seed and trial)."""
-    return {key: value for key, value in settings.items() if key not in IDENTITY_EXCLUDED}
+    """The settings two runs must share to be trials of one experiment (all but seed and trial; a
+    declared setting a run does not record, e.g. teacher_mode, at its default)."""
+    return {**DECLARED_DEFAULTS, **{key: value for key, value in settings.items() if key not in IDENTITY_EXCLUDED}}
 
 
 def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -377,3 +377,14 @@ def test_plot_colours_follow_the_method_and_epochs_are_whole(save: Path, tmp_pat
             assert colours.setdefault(method, line.get_color()) == line.get_color(), method
         assert all(float(tick).is_integer() for tick in axis.get_xticks()), axis.get_title()
     assert len(colours) >= 2 and len(set(colours.values())) == len(colours)
+
+
+def test_a_declared_teacher_mode_splits_from_records_without_it(tmp_path: Path) -> None:
+    """A method's teacher_mode is recorded only away from 'eval' (OFD's 'train'): runs recorded before
+    it, which lack it, ran an eval-mode teacher and are another experiment."""
+    kd_run(tmp_path, 1, [60.0])
+    kd_run(tmp_path, 2, [62.0], teacher_mode="train")
+    kd_run(tmp_path, 3, [64.0], teacher_mode="train")
+    old, new = sorted(kd_groups(tmp_path), key=lambda g: len(g.runs))
+    assert [r.trial for r in old.runs] == ["1"] and [r.trial for r in new.runs] == ["2", "3"]
+    assert (old.distinct, new.distinct) == ("teacher_mode=eval", "teacher_mode=train")
