@@ -18,6 +18,7 @@ import torch
 
 from dataset import CLASS_COUNTS
 from dataset.build import build_data
+from dataset.digest import known_content
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS, BankSpec, TeacherBank, bank_blocker, data_digest, decide, \
     is_built, open_or_build
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
@@ -116,9 +117,10 @@ def run_name(opt: argparse.Namespace) -> str:
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/student/student_model/<run_name>, its checkpoint name and epochs, and what
-    the run is: its settings (all but other methods' flags) and the teacher's content digest."""
+    the run is: its settings (all but other methods' flags), the teacher's content digest and the
+    data's when it is known without loading it (dataset/digest.py)."""
     settings = training_settings(opt, unused_method_flags(opt.distill), teacher_mode=METHODS[opt.distill].teacher_mode)
-    identity = run_identity("train_student", settings, opt.teacher_source)
+    identity = run_identity("train_student", settings, opt.teacher_source, known_content(opt.dataset, opt.data_folder))
     return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 

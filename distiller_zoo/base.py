@@ -32,7 +32,8 @@ def register(cls: type["Distiller"]) -> type["Distiller"]:
         if name in METHODS or any(name in other.aliases for other in METHODS.values()):
             raise ValueError(f"--distill '{name}' is claimed twice (distiller_zoo/{key}.py)")
     if cls.teacher_mode not in TEACHER_MODES:
-        raise ValueError(f"distiller_zoo/{key}.py: teacher_mode must be one of {TEACHER_MODES}, got {cls.teacher_mode!r}")
+        raise ValueError(f"distiller_zoo/{key}.py: teacher_mode must be one of {TEACHER_MODES}, "
+                         f"got {cls.teacher_mode!r}")
     cls.key = key
     METHODS[key] = cls
     return cls

@@ -56,6 +56,16 @@ def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {**DECLARED_DEFAULTS, **{key: value for key, value in settings.items() if key not in IDENTITY_EXCLUDED}}
 
 
+def with_data_digest(settings: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` plus 'data': the short content digests of the record's training and test split
+    ('1a2b3c4d/9f8e7d6c'), so that runs on other images of the same size are not trials of one
+    experiment. Records from before data digests have none: they are compared by their settings."""
+    digest = (record.get("data") or {}).get("digest")
+    if not isinstance(digest, dict):
+        return settings
+    return {**settings, "data": "/".join(str(digest.get(split))[:SHORT_DIGEST] for split in ("train", "test"))}
+
+
 def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(name, old, new) for each setting whose value differs (None where one side lacks it)."""
     return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]

@@ -16,6 +16,7 @@ import train_student
 from dataset.teacher_bank import decide
 from distiller_zoo import METHODS, DistillContext, DistillTask, Features, OFDLoss, distillation_loss, \
     get_margin_from_BN
+from distiller_zoo.base import Distiller, register
 from helper.errors import UserError
 from helper.folding import batchnorm_layers
 from helper.provenance import identity_differences, training_settings
@@ -247,3 +248,6 @@ def test_train_mode_teacher_is_not_folded_and_has_no_bank() -> None:
     assert training_settings(argparse.Namespace(epochs=2), teacher_mode=METHODS["kd"].teacher_mode) == {"epochs": 2}
     old = {"settings": {"epochs": 2}}  # an OFD run recorded before the teacher ran in train mode
     assert identity_differences(old, {"settings": settings}) == [("teacher_mode", "(absent)", "train")]
+    with pytest.raises(ValueError, match="teacher_mode must be one of"):
+        register(type("Misdeclared", (Distiller,), {"teacher_mode": "frozen", "__module__": "distiller_zoo.misdeclared"}))
+    assert "misdeclared" not in METHODS
