@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from dataset import CLASS_COUNTS
 from dataset.build import build_data
+from dataset.digest import known_content
 from dataset.teacher_bank import (AUTO_BUILD_MIN_EPOCHS, BankSpec, BuildStopped, TeacherBank, bank_blocker,
                                   check_request, data_digest, decide, is_built, open_or_build)
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
@@ -117,9 +119,10 @@ def run_name(opt: argparse.Namespace) -> str:
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/student/student_model/<run_name>, its checkpoint name and epochs, and what
-    the run is: its settings (all but other methods' flags) and the teacher's content digest."""
-    identity = run_identity("train_student", training_settings(opt, unused_method_flags(opt.distill)),
-                            opt.teacher_source)
+    the run is: its settings (all but other methods' flags), the teacher's content digest and the
+    data's when it is known without loading it (dataset/digest.py)."""
+    settings = training_settings(opt, unused_method_flags(opt.distill), teacher_mode=METHODS[opt.distill].teacher_mode)
+    identity = run_identity("train_student", settings, opt.teacher_source, known_content(opt.dataset, opt.data_folder))
     return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 
@@ -143,9 +146,16 @@ def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device
     return prepare_model(teacher, opt, device, trained=False, compile=False)
 
 
-def teacher_for_forward(teacher: torch.nn.Module, opt: argparse.Namespace, device: torch.device) -> torch.nn.Module:
-    """A copy of the frozen teacher for the training step's forward: BatchNorm folded into the
-    convolutions (same features and logits up to float rounding), compiled with --compile."""
+def teacher_for_forward(teacher: torch.nn.Module, opt: argparse.Namespace, device: torch.device,
+                        mode: str = "eval") -> torch.nn.Module:
+    """A copy of the frozen teacher for the training step's forward, compiled with --compile. For a
+    method whose ``teacher_mode`` is "eval": BatchNorm folded into the convolutions (same features and
+    logits up to float rounding). For "train": unfolded, its BatchNorm normalising with each batch's
+    statistics (with --sync_bn, the global batch's), its running statistics moving on in the copy
+    only (``teacher`` keeps the checkpoint's, for validation)."""
+    if mode == "train":
+        copy = distributed.convert_sync_batchnorm(deepcopy(teacher), device) if opt.sync_bn else deepcopy(teacher)
+        return prepare_model(copy.requires_grad_(False), opt, device, trained=False)
     folded, _ = fold_batchnorm(teacher, opt.image_size or 32)
     return prepare_model(folded, opt, device, trained=False)
 
@@ -199,7 +209,7 @@ def bank_outputs(opt: argparse.Namespace) -> tuple[str, ...]:
 def why_no_bank(opt: argparse.Namespace) -> str | None:
     """Why this run cannot read a teacher bank (its method, loader or dataset), or None when it can."""
     method = METHODS[opt.distill]
-    return bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset)
+    return bank_blocker(method.key, method.teacher_reads, method.views, opt.loader, opt.dataset, method.teacher_mode)
 
 
 def teacher_bank(opt: argparse.Namespace, plan: RunPlan, data: Any, teacher: torch.nn.Module,
@@ -275,7 +285,7 @@ def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
           f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {run_dir}")
     extra = {"model_t": opt.model_t, "teacher_acc": teacher_acc, "run": record}
-    forward_teacher = teacher if bank is not None else teacher_for_forward(teacher, opt, device)
+    forward_teacher = teacher if bank is not None else teacher_for_forward(teacher, opt, device, method.teacher_mode)
 
     main_resume = resume if resume is not None and resume.get("stage", "main") == "main" else None
     if method.init_stage and opt.init_epochs > 0 and main_resume is None:

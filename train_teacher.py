@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from dataset.build import build_data
+from dataset.digest import known_content
 from helper import distributed
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.loop import ClassifierTask
@@ -49,7 +50,8 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/models/<teacher_folder_name> and its checkpoint name and epochs."""
     name = teacher_folder_name(opt.model, opt.dataset, opt.trial)
     return RunPlan(Path(opt.save_folder) / "models" / name, opt.model, opt.epochs, Path(opt.save_folder),
-                   run_identity("train_teacher", training_settings(opt), None))
+                   run_identity("train_teacher", training_settings(opt), None,
+                                known_content(opt.dataset, opt.data_folder)))
 
 
 @report_user_errors

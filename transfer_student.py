@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from dataset.build import build_data
+from dataset.digest import known_content
 from helper import distributed
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, did_you_mean, report_user_errors
@@ -97,7 +98,8 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
     state = load_checkpoint(Path(opt.path_s), "student checkpoint (--path_s)", mmap=True)
     source = checkpoint_source(opt.path_s, state, opt.model_s, student_classes(opt.path_s, state, opt.model_s))
     return RunPlan(Path(opt.save_folder) / "transfer" / "transfer_model" / run_name(opt), opt.model_s, opt.epochs,
-                   Path(opt.save_folder), run_identity("transfer_student", training_settings(opt), source))
+                   Path(opt.save_folder), run_identity("transfer_student", training_settings(opt), source,
+                                                       known_content(opt.dataset, opt.data_folder)))
 
 
 @report_user_errors

@@ -402,7 +402,8 @@ def variant_from_argv(argv: list[str], label: str, shared: dict[Any, Any], seed_
     student, teacher, method = train_student.build_models(opt, data, device)
     teacher_bank = placeholder_bank(opt, method, data, teacher, device) if bank else None
     train_loader.yield_view_ids = bank
-    forward_teacher = teacher if seed_step or bank else train_student.teacher_for_forward(teacher, opt, device)
+    forward_teacher = (teacher if seed_step or bank
+                       else train_student.teacher_for_forward(teacher, opt, device, method.teacher_mode))
     if seed_step:
         task = SeedStepTask(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
                             logit_stand=opt.logit_stand)

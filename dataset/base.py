@@ -33,6 +33,7 @@ class ImageData:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    content_digest: dict[str, str] | None = None  # {'train', 'test'}: set when a run loads it (dataset/digest.py)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

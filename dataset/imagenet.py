@@ -57,6 +57,7 @@ class FolderData:
     train_labels: torch.Tensor
     test_files: list[str]
     test_labels: torch.Tensor
+    content_digest: dict[str, str] | None = None  # {'train', 'test'}: set when a run loads it (dataset/digest.py)
 
     @property
     def num_classes(self) -> int:

@@ -116,8 +116,12 @@ class BankSpec:
         return sum(count * VIEWS_PER_IMAGE * self.shape(output)[2] * 4 for output in outputs)
 
 
-def bank_blocker(method: str, reads: str, views: tuple[str, ...], loader: str, dataset: str) -> str | None:
+def bank_blocker(method: str, reads: str, views: tuple[str, ...], loader: str, dataset: str,
+                 teacher_mode: str = "eval") -> str | None:
     """Why a run cannot read a teacher bank, or None when it can."""
+    if teacher_mode != "eval":
+        return (f"--distill {method} runs the teacher in {teacher_mode} mode (BatchNorm with each batch's "
+                "statistics), so its outputs depend on the whole batch, not on the view alone")
     if reads not in OUTPUTS:
         return f"--distill {method} reads the teacher's intermediate feature maps, which a bank does not hold"
     if tuple(views) != ("weak",):

@@ -20,6 +20,7 @@ from helper.loop import Progress
 from helper.runner import make_optimizer as make_sgd
 
 METHODS: dict[str, type["Distiller"]] = {}
+TEACHER_MODES = ("eval", "train")  # Distiller.teacher_mode
 
 
 def register(cls: type["Distiller"]) -> type["Distiller"]:
@@ -30,6 +31,9 @@ def register(cls: type["Distiller"]) -> type["Distiller"]:
     for name in (key, *cls.aliases):
         if name in METHODS or any(name in other.aliases for other in METHODS.values()):
             raise ValueError(f"--distill '{name}' is claimed twice (distiller_zoo/{key}.py)")
+    if cls.teacher_mode not in TEACHER_MODES:
+        raise ValueError(f"distiller_zoo/{key}.py: teacher_mode must be one of {TEACHER_MODES}, "
+                         f"got {cls.teacher_mode!r}")
     cls.key = key
     METHODS[key] = cls
     return cls
@@ -137,6 +141,11 @@ class Distiller(nn.Module):
     # first two can come from a teacher bank (dataset/teacher_bank.py) instead of the teacher.
     teacher_reads: ClassVar[str] = "maps"
     uses_preact: ClassVar[bool] = False        # features taken before the stage's last ReLU
+    # How the frozen teacher runs in the training step: "eval" (BatchNorm with its running statistics;
+    # folded into the convolutions, a teacher bank can serve it) or "train" (BatchNorm with each batch's
+    # own statistics, as OFD's official code runs it; not folded, no bank). Still frozen either way:
+    # no gradients, and validation and the feature-shape probes run it in eval mode.
+    teacher_mode: ClassVar[str] = "eval"
     teacher_preact: ClassVar[bool | None] = None  # the teacher's features pre-ReLU; None: as uses_preact
     has_method_loss: ClassVar[bool] = True     # False (abound, fsp): main stage is CE (+KD) only
     init_stage: ClassVar[bool] = False         # pre-train some modules for --init_epochs first

@@ -11,9 +11,14 @@ and the sum is divided by the batch size; the official CIFAR-100 code then divid
 which is ``-b 0.001`` here (mdistiller's OFD FEAT_WEIGHT).
 
 As in mdistiller's port, the stages are those of the pair's architectures (the last ones when
-the two networks have a different number), the teacher's map is average-pooled to the student's
-size where they differ, and the teacher stays frozen in eval mode. The margins are computed once
-from the teacher's (unfolded) BatchNorm weights when the method is built.
+the two networks have a different number) and the teacher's map is average-pooled to the student's
+size where they differ. As in both official implementations, the frozen teacher runs in train mode
+while distilling (``teacher_mode = "train"``): the authors' CIFAR-100 and ImageNet scripts call
+``t_net.train()`` each epoch, and mdistiller's ``OFD.train()`` overrides its base class's, which
+would put the teacher in eval mode. Each pre-ReLU map is thus normalised with the batch's own
+statistics, so that it has the per-channel mean beta_c and std |gamma_c| that the margin formula
+assumes. The teacher gets no gradients and is validated in eval mode. The margins are computed
+once from the teacher's BatchNorm weights when the method is built.
 """
 from __future__ import annotations
 
@@ -115,6 +120,7 @@ class OverhaulFeatureDistillation(Distiller):
     default_alpha = 0.0
     default_beta = 1e-3
     uses_preact = True
+    teacher_mode = "train"  # the official code's t_net.train(): BatchNorm with the batch's statistics
     # The OFD rows of the DKD paper (Zhao et al., CVPR 2022), Tables 1-2, run with mdistiller's
     # OFD; the ReviewKD paper (Chen et al., CVPR 2021) reports the same numbers. The OFD paper
     # itself uses WRN-28-4 / PyramidNet teachers on CIFAR-100, pairs not in models/.

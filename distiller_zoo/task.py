@@ -55,7 +55,8 @@ class DistillTask:
         return [self.model, self.method]
 
     def train_mode(self) -> None:
-        self.teacher.eval()
+        # frozen either way (no gradients); "train": BatchNorm with the batch's statistics (Distiller.teacher_mode)
+        self.teacher.train(self.method.teacher_mode == "train")
         if self.stage == "init":
             self.model.eval()
             self.method.eval()

@@ -299,12 +299,19 @@ class RunPlan:
         return "running" if runlock.holder(self.run_dir) is not None else self.checkpoint_status()
 
     def describe(self) -> str:
-        """'<status> <run folder>', and for a conflict the paragraph listing what differs."""
+        """'<status> <run folder>', and for a conflict the paragraph listing what differs (for a run folder
+        that holds a run, a note when the data's content could not be compared without loading it)."""
         if runlock.holder(self.run_dir) is not None:
             return f"running {self.run_dir}"
         status, differences = self._inspect()
         line = f"{status} {self.run_dir}"
-        return f"{line}\n{conflict_message(self.run_dir, differences, 'train into')}" if differences else line
+        if differences:
+            return f"{line}\n{conflict_message(self.run_dir, differences, 'train into')}"
+        if status != "missing" and self.identity is not None and not (self.identity.get("data") or {}).get("digest"):
+            line += ("\nnote: the data's content digest is not known yet (no run has loaded these files since they "
+                     "last changed), so only the settings and the teacher were compared; a run compares the data "
+                     "once it has loaded it.")
+        return line
 
 
 def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: int,

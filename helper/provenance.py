@@ -34,7 +34,11 @@ NOT_TRAINING = frozenset({
 })
 # Settings that tell trials of one experiment apart: they never split a group of runs.
 IDENTITY_EXCLUDED = frozenset({"seed", "trial"})
+# Settings a method declares rather than a flag sets, recorded only away from these values (so that the
+# records written before they existed, which lack them, still match): absent means this value.
+DECLARED_DEFAULTS: dict[str, Any] = {"teacher_mode": "eval"}
 DIGEST_LENGTH = 16
+DATA_CONTENT = "data content (images and labels)"  # how a difference of the data's content digest is named
 
 
 def weights_digest(weights: Mapping[str, torch.Tensor]) -> str:
@@ -83,11 +87,13 @@ def check_source_fits(source: dict[str, Any], dataset: str, num_classes: int | N
                         f"needs {num_classes}. Pass the --dataset it was trained on, or a {role} trained on {dataset}.")
 
 
-def training_settings(opt: argparse.Namespace, unused: Iterable[str] = ()) -> dict[str, Any]:
+def training_settings(opt: argparse.Namespace, unused: Iterable[str] = (), **declared: Any) -> dict[str, Any]:
     """The run's settings: every option that affects training (all but NOT_TRAINING and ``unused``,
-    e.g. the flags of other methods), as plain JSON values."""
+    e.g. the flags of other methods), as plain JSON values, plus the ``declared`` ones (what the
+    method says of itself, e.g. teacher_mode) that differ from DECLARED_DEFAULTS."""
     skipped = NOT_TRAINING | set(unused)
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {key: value for key, value in declared.items()
+                                if key not in DECLARED_DEFAULTS or value != DECLARED_DEFAULTS[key]}
     for key, value in sorted(vars(opt).items()):
         if key in skipped:
             continue
@@ -113,16 +119,23 @@ def code_version() -> str:
         return "unknown"
 
 
-def run_identity(script: str, settings: dict[str, Any], source: dict[str, Any] | None) -> dict[str, Any]:
-    """What a run is asked to be, known before any data is loaded: the script, its settings and
-    its source checkpoint ('teacher': the teacher, or for a transfer the student it starts from)."""
-    return {"format": RECORD_FORMAT, "script": script, "settings": settings, "teacher": source}
+def run_identity(script: str, settings: dict[str, Any], source: dict[str, Any] | None,
+                 data_digest: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a run is asked to be, known before any data is loaded: the script, its settings, its
+    source checkpoint ('teacher': the teacher, or for a transfer the student it starts from) and,
+    when known without loading it, the data's content digest ({'train', 'test'}; dataset/digest.py)."""
+    identity = {"format": RECORD_FORMAT, "script": script, "settings": settings, "teacher": source}
+    return {**identity, "data": {"digest": data_digest}} if data_digest else identity
 
 
-def complete_record(identity: dict[str, Any], train_size: int, test_size: int, num_classes: int) -> dict[str, Any]:
-    """The identity plus what is known once the data is loaded, the code version and the date."""
-    return {**identity, "data": {"train": train_size, "test": test_size, "num_classes": num_classes},
-            "code_version": code_version(),
+def complete_record(identity: dict[str, Any], train_size: int, test_size: int, num_classes: int,
+                    data_digest: dict[str, str] | None = None) -> dict[str, Any]:
+    """The identity plus what is known once the data is loaded (split sizes, classes, content
+    digest), the code version and the date."""
+    data = {**(identity.get("data") or {}), "train": train_size, "test": test_size, "num_classes": num_classes}
+    if data_digest:
+        data["digest"] = data_digest
+    return {**identity, "data": data, "code_version": code_version(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -158,8 +171,9 @@ def recorded_identity(run_dir: Path, state: dict[str, Any] | None = None) -> dic
 def identity_differences(recorded: dict[str, Any], requested: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(setting, recorded value, requested value) for each difference between two records: their
     settings (a setting one of them lacks counts only when the other has it), the source checkpoint's
-    digest, and the data sizes where both records know them. More epochs than recorded is no
-    difference: the same run continued (the schedule depends on the epoch, not on the total)."""
+    digest, and the data sizes and content digest where both records know them. More epochs than
+    recorded is no difference: the same run continued (the schedule depends on the epoch, not on the
+    total)."""
     differences = [(name, old, new) for name, old, new in
                    settings_differences(recorded.get("settings") or {}, requested.get("settings") or {})
                    if not is_extension(name, old, new)]
@@ -169,8 +183,16 @@ def identity_differences(recorded: dict[str, Any], requested: dict[str, Any]) ->
     old_data, new_data = recorded.get("data") or {}, requested.get("data") or {}
     for key in sorted(set(old_data) & set(new_data)):
         if old_data[key] != new_data[key]:
-            differences.append((f"data {key}", old_data[key], new_data[key]))
+            name = DATA_CONTENT if key == "digest" else f"data {key}"
+            differences.append((name, describe_data(old_data[key]), describe_data(new_data[key])))
     return differences
+
+
+def describe_data(value: Any) -> Any:
+    """A data digest {'train': ..., 'test': ...} as 'train 1a2b3c4d5e6f7a8b, test 9f8e7d6c5b4a3928'."""
+    if isinstance(value, dict):
+        return ", ".join(f"{split} {digest}" for split, digest in sorted(value.items(), reverse=True))
+    return value
 
 
 def is_extension(name: str, old: Any, new: Any) -> bool:
@@ -229,7 +251,11 @@ def check_same_run(run_dir: Path, recorded: dict[str, Any] | None, requested: di
 def conflict_message(run_dir: Path, differences: list[tuple[str, Any, Any]], action: str) -> str:
     """One paragraph: which settings differ (recorded -> requested) and the three ways out."""
     listed = "; ".join(f"{name}: {old} -> {new}" for name, old, new in differences)
+    data = any(name == DATA_CONTENT for name, _, _ in differences)
     return (f"Cannot {action} the run in '{run_dir}': it was trained with other settings than this command asks "
-            f"for ({listed}). A run folder holds one experiment. To train this one, pass another --trial (or "
-            "another --save_folder), or delete the folder to replace the old run; to continue the old run, repeat "
-            "its settings (recorded in run.json in that folder).")
+            f"for ({listed}). "
+            + ("The images or labels of the dataset in --data_folder are not those the run was trained on, though "
+               "their number may be. " if data else "")
+            + "A run folder holds one experiment. To train this one, pass another --trial (or another "
+            "--save_folder), or delete the folder to replace the old run; to continue the old run, repeat its "
+            f"settings (recorded in run.json in that folder){' on the data it was trained on' if data else ''}.")

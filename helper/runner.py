@@ -179,12 +179,14 @@ def discard_lone_record(run_dir: Path) -> None:
 
 
 def record_run(plan: RunPlan, data: Any, resume: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The run's record (its identity, data sizes, code version, date; helper/provenance.py). A fresh
-    run writes it to run.json; a resumed one keeps the record it started with, after checking that
-    the data is the same (a longer --epochs is noted in it). Every checkpoint carries it under 'run'."""
+    """The run's record (its identity, data sizes and content digest, code version, date;
+    helper/provenance.py). A fresh run writes it to run.json; a resumed one keeps the record it started
+    with, after checking that the data is the same (a longer --epochs is noted in it). Every checkpoint
+    carries it under 'run'."""
     if plan.identity is None:
         return None
-    record = complete_record(plan.identity, data.num_train, data.num_test, data.num_classes)
+    digest = getattr(data, "content_digest", None)
+    record = complete_record(plan.identity, data.num_train, data.num_test, data.num_classes, digest)
     if resume is not None:
         recorded = recorded_identity(plan.run_dir, resume)
         if recorded is None:  # a run from before records existed: nothing to compare with

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from helper import provenance
-from helper.provenance import IDENTITY_EXCLUDED, NOT_TRAINING
+from helper.provenance import DECLARED_DEFAULTS, IDENTITY_EXCLUDED, NOT_TRAINING
 
 # saved options (checkpoint 'opt') that do not affect training: those of the run record, and the names
 # RepDistiller derived from the folder (they contain the trial)
@@ -63,8 +63,19 @@ def _other_methods_flags(method_key: Any) -> set[str]:
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings two runs must share to be trials of one experiment (all but seed and trial)."""
-    return {key: value for key, value in settings.items() if key not in IDENTITY_EXCLUDED}
+    """The settings two runs must share to be trials of one experiment (all but seed and trial; a
+    declared setting a run does not record, e.g. teacher_mode, at its default)."""
+    return {**DECLARED_DEFAULTS, **{key: value for key, value in settings.items() if key not in IDENTITY_EXCLUDED}}
+
+
+def with_data_digest(settings: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` plus 'data': the short content digests of the record's training and test split
+    ('1a2b3c4d/9f8e7d6c'), so that runs on other images of the same size are not trials of one
+    experiment. Records from before data digests have none: they are compared by their settings."""
+    digest = (record.get("data") or {}).get("digest")
+    if not isinstance(digest, dict):
+        return settings
+    return {**settings, "data": "/".join(str(digest.get(split))[:SHORT_DIGEST] for split in ("train", "test"))}
 
 
 def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from distiller_zoo import METHODS
 from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
                                     identity_settings, read_run_record, same_settings, settings_differences,
-                                    settings_from_options, teacher_cell)
+                                    settings_from_options, teacher_cell, with_data_digest)
 
 PAPER_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", "resnet20"),
                ("resnet110", "resnet20"), ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
@@ -397,7 +397,7 @@ def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any], notic
         saved_digest = (saved.get("teacher") or {}).get("digest")
         if saved_digest != teacher.get("digest"):
             changed.append(("teacher digest", saved_digest, teacher.get("digest")))
-    return {"settings": settings, "recorded": True, "settings_changed": changed,
+    return {"settings": with_data_digest(settings, record), "recorded": True, "settings_changed": changed,
             "teacher_acc": teacher_acc if teacher_acc is not None else _number(teacher.get("accuracy")),
             "teacher_digest": teacher.get("digest"), "teacher_path": teacher.get("path"),
             "teacher_dataset": teacher.get("dataset")}

@@ -3,7 +3,8 @@
 BatchNorm: each rank sees 32 of the 64 samples, so per-rank statistics differ from the
 single-process ones; the 2-rank runs therefore use --sync_bn (GlobalBatchNorm2d on CPU: statistics
 and their gradients over both ranks), which makes the step exactly the single-process step up to
-float summation order. The teacher is in eval mode and needs nothing. Weights agree to 1e-5 after
+float summation order. A teacher in eval mode needs nothing; OFD's, in train mode, normalises with
+the statistics of both ranks' batches under --sync_bn as well. Weights agree to 1e-5 (kd) after
 the 3 steps of one epoch on 192 images; a killed 2-rank run resumes bit-identically.
 """
 from __future__ import annotations
@@ -32,7 +33,10 @@ WEIGHT_TOLERANCE = 1e-5
 # max |w_1x64 - w_2x32| after 3 steps in NCHW: < 1e-5 on an AMD EPYC, 1.1e-4 on an Intel Xeon (oneDNN
 # kernels). channels_last kernels block batches of 32 and 64 differently: 1.3e-3 there, so these
 # comparisons of the distributed math run in NCHW.
-TOLERANCE = {"kd": WEIGHT_TOLERANCE, "crd": 5e-4, "dot": WEIGHT_TOLERANCE}
+# OFD runs the teacher in train mode: with --sync_bn its BatchNorm statistics span both ranks too. Its
+# loss (a sum over every position of three stages, ~28 here) moves the weights far more than kd's, and
+# the rounding with it: measured 7.6e-5, against 4.4e-3 with each rank's own teacher statistics.
+TOLERANCE = {"kd": WEIGHT_TOLERANCE, "crd": 5e-4, "dot": WEIGHT_TOLERANCE, "ofd": 3e-4}
 EXACT_LAYOUT = ("--channels_last", "off")
 
 
@@ -82,7 +86,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
-@pytest.mark.parametrize("key", ["kd", "crd", "dot"])
+@pytest.mark.parametrize("key", ["kd", "crd", "dot", "ofd"])
 def test_two_ranks_of_32_equal_one_process_of_64(key: str, teacher: Path, small_cifar: Path, tmp_path: Path) -> None:
     single, double = tmp_path / "single", tmp_path / "double"
     train_student.main(student_args(teacher, small_cifar, single, key, 64, 1, *EXACT_LAYOUT))

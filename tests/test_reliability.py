@@ -31,7 +31,7 @@ def student_argv(teacher: Path, data: Path, save: Path, key: str, epochs: int, *
             "--nce_k", "128", "--device", "cpu", "--no_progress", "--print_freq", "3", "--seed", "5", *extra]
 
 
-@pytest.mark.parametrize("key", ["kd", "crd", "rrd", "dcd", "abound"])
+@pytest.mark.parametrize("key", ["kd", "crd", "rrd", "dcd", "abound", "ofd"])
 def test_resume_is_bit_identical(key: str, teacher: Path, cifar_folder: Path, tmp_path: Path) -> None:
     assert_same_run(*train_straight_and_resumed(
         lambda save, *rest: student_argv(teacher, cifar_folder, save, key, *rest), tmp_path))

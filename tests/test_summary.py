@@ -505,3 +505,14 @@ def test_a_folder_that_cannot_be_read_is_left_out_alone(tmp_path: Path) -> None:
     assert [run.trial for run in scan(tmp_path, notices)] == ["1"]
     assert notices == [f"{odd}: cannot be read (ValueError: invalid literal for int() with base 10: 'two'); "
                        "the run is left out."]
+
+
+def test_a_declared_teacher_mode_splits_from_records_without_it(tmp_path: Path) -> None:
+    """A method's teacher_mode is recorded only away from 'eval' (OFD's 'train'): runs recorded before
+    it, which lack it, ran an eval-mode teacher and are another experiment."""
+    kd_run(tmp_path, 1, [60.0])
+    kd_run(tmp_path, 2, [62.0], teacher_mode="train")
+    kd_run(tmp_path, 3, [64.0], teacher_mode="train")
+    old, new = sorted(kd_groups(tmp_path), key=lambda g: len(g.runs))
+    assert [r.trial for r in old.runs] == ["1"] and [r.trial for r in new.runs] == ["2", "3"]
+    assert (old.distinct, new.distinct) == ("teacher_mode=eval", "teacher_mode=train")
