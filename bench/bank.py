@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # noqa: E402  (puts the repo and tests/ on sys.path)
 from report import machine_line, table, write_section  # noqa: E402
 
-import train_student  # noqa: E402
+from training import student as train_student  # noqa: E402
 from dataset.build import build_data  # noqa: E402
 from dataset.teacher_bank import BUILD_BATCH, VIEWS_PER_IMAGE, chunk_outputs  # noqa: E402
 from helper.runner import setup  # noqa: E402

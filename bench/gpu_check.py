@@ -40,7 +40,7 @@ from report import table
 
 import torch  # noqa: E402
 
-import train_student  # noqa: E402
+from training import student as train_student  # noqa: E402
 from datagen import write_cifar100, write_imagenet  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
 

@@ -1,12 +1,12 @@
-"""Training-step throughput of train_student.py's own code path, on generated CIFAR-100.
+"""Training-step throughput of train_student.py's own code path (training/student.py), on generated CIFAR-100.
 
     python bench/throughput.py --distill kd --model_t resnet56 --model_s resnet20 --device cpu \
         --configs default,seed,eager,bf16 --steps 36 --warmup 5 [--json-out FILE]
 
-Builds ``opt`` with ``train_student.parse_args`` (a random-init teacher checkpoint and a generated
+Builds ``opt`` with ``training.student.parse_args`` (a random-init teacher checkpoint and a generated
 CIFAR-100 in the official pickle format, both cached under the system temp folder), then
-``helper.runner.setup`` / ``dataset.build.build_data``, ``train_student.build_models`` /
-``teacher_for_forward`` / ``main_stage``, and runs ``helper.loop.train_step`` (plus the loop's per-step
+``helper.runner.setup`` / ``dataset.build.build_data``, the run's models, teacher and main-stage task
+(``training.student.assemble``, ``StudentRun.main_task``), and runs ``helper.loop.train_step`` (plus the loop's per-step
 ``EpochMeters.update``) on batches of ``train_loader.iterate(epoch)``: the training loop minus the
 progress bar, validation and checkpoints.
 
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ os.environ.setdefault("DISTILLERS_OFFLINE", "1")  # generated data only: never t
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import train_student  # noqa: E402
+from training import student as train_student  # noqa: E402
 from distiller_zoo import DistillTask  # noqa: E402
 from distiller_zoo.base import Features  # noqa: E402
 from datagen import write_cifar100  # noqa: E402
@@ -360,14 +360,12 @@ def placeholder_bank(opt: argparse.Namespace, method: Any, data: Any, teacher: t
                      device: torch.device) -> TeacherBank:
     """A teacher bank of the run's full size and layout (memory-mapped float32 files in the bench cache)
     holding placeholder values: a step's cost does not depend on the values, and building a real bank of
-    the 50,000-image split takes 162 teacher passes over it (its rate is timed by bench/teacher_bank.py)."""
+    the 50,000-image split takes 162 teacher passes over it (its rate is timed by bench/bank.py)."""
     from dataset.teacher_bank import VIEWS_PER_IMAGE
-
-    from train_student import feature_shapes
 
     widths = {"logits": data.num_classes}
     if method.teacher_reads == "embedding":
-        widths["embedding"] = int(feature_shapes(teacher, False, device)[-1][1])
+        widths["embedding"] = int(train_student.feature_shapes(teacher, False, device)[-1][1])
     arrays = {}
     for name, width in widths.items():
         path = cache_root() / f"bank_placeholder_{data.num_train}x{VIEWS_PER_IMAGE}x{width}.npy"
@@ -399,18 +397,12 @@ def variant_from_argv(argv: list[str], label: str, shared: dict[Any, Any], seed_
     else:
         resolve_speed_options(opt, device, len(shared[key][1]) * opt.epochs)
     data, train_loader, _ = shared[key]
-    student, teacher, method = train_student.build_models(opt, data, device)
-    teacher_bank = placeholder_bank(opt, method, data, teacher, device) if bank else None
-    train_loader.yield_view_ids = bank
-    forward_teacher = (teacher if seed_step or bank
-                       else train_student.teacher_for_forward(teacher, opt, device, method.teacher_mode))
-    if seed_step:
-        task = SeedStepTask(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
-                            logit_stand=opt.logit_stand)
+    run = train_student.assemble(opt, None, data, train_loader, device, open_bank=(
+        lambda teacher, method: placeholder_bank(opt, method, data, teacher, device) if bank else None))
+    if seed_step:  # the first version's step: the teacher unfolded
+        task, optimizer = replace(run, forward_teacher=run.teacher).main_task(SeedStepTask)
     else:
-        task = DistillTask(student, forward_teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
-                           logit_stand=opt.logit_stand, bank=teacher_bank)
-    _, optimizer = train_student.main_stage(student, forward_teacher, method, opt, device)
+        task, optimizer = run.main_task()
     task.train_mode()
     settings = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
                 "threads": torch.get_num_threads(), "method": opt.distill, "pair": f"{opt.model_t}->{opt.model_s}",

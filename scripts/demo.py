@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from training import ENTRY_MODULES  # noqa: E402
+
 TEACHER, STUDENT = "resnet20", "resnet8"
 # (row label, --distill, extra flags); -a/-b as in the papers' tables (the methods' default weights).
 STUDENTS = [
@@ -55,7 +57,7 @@ def start_worker(counter: multiprocessing.Value, shares: list[set[int]]) -> None
 
 def train(script: str, argv: list[str], log: Path) -> tuple[float, float]:
     """Run ``script``'s main(argv) in this worker, its output in ``log``; (best top-1, seconds)."""
-    module = importlib.import_module(script)
+    module = importlib.import_module(ENTRY_MODULES[f"{script}.py"])
     started = time.perf_counter()
     with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
         accuracy = module.main(argv)

@@ -42,9 +42,10 @@ sys.path.insert(0, str(ROOT))
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
 from helper.errors import UserError, report_user_errors  # noqa: E402
 from helper.options import RunPlan  # noqa: E402
+from training import ENTRY_MODULES  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
 
-ENTRY_SCRIPTS = ("train_student.py", "train_teacher.py", "transfer_student.py")
+ENTRY_SCRIPTS = tuple(ENTRY_MODULES)
 RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
 
 
@@ -94,7 +95,7 @@ def ask_entry_script(script: str, args: list[str]) -> tuple[RunPlan, tuple[Any, 
     would read (None: none). Raises UserError."""
     if script not in ENTRY_SCRIPTS:
         raise UserError(f"'{script}' is not an entry script of this repository ({', '.join(ENTRY_SCRIPTS)}).")
-    module = importlib.import_module(script.removesuffix(".py"))
+    module = importlib.import_module(ENTRY_MODULES[script])
     captured, program = io.StringIO(), sys.argv[0]
     sys.argv[0] = script
     try:
@@ -105,8 +106,7 @@ def ask_entry_script(script: str, args: list[str]) -> tuple[RunPlan, tuple[Any, 
         raise UserError(message[-1] if message else "invalid arguments") from None
     finally:
         sys.argv[0] = program
-    bank_job = getattr(module, "teacher_bank_job", None)
-    return module.run_plan(opt), bank_job(opt) if bank_job else None
+    return module.run_plan(opt), module.teacher_bank_job(opt)
 
 
 def plan_runs(lines: list[str]) -> tuple[list[Run], list[str]]:

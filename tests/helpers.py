@@ -118,7 +118,7 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 def train_straight_and_resumed(argv: Callable[..., list[str]], tmp_path: Path) -> tuple[Path, Path]:
     """train_student.main for 2 epochs, and for 1 epoch ("killed") then ``--resume auto`` to 2;
     ``argv(save, epochs, *extra)`` builds the command line. Returns both run folders."""
-    import train_student
+    from training import student as train_student
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train_student.main(argv(straight, 2))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import train_student
-import train_teacher
-import transfer_student
+from training import student as train_student
+from training import teacher as train_teacher
+from training import transfer as transfer_student
 from helper.options import TRAINING_RANGES
 from helpers import write_published_teacher
 

@@ -351,7 +351,7 @@ def test_sampler_with_replacement_is_reproducible_and_far_above_the_dataset() ->
 @pytest.mark.slow
 def test_default_nce_k_on_a_small_dataset_trains_with_one_notice(cifar_folder, tmp_path, capsys) -> None:
     """--nce_k 16384 (the default) on 500 images: the references draw with replacement, and so does this."""
-    import train_student
+    from training import student as train_student
     from helpers import write_published_teacher
 
     teacher = write_published_teacher(tmp_path, "resnet8")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import train_teacher
+from training import teacher as train_teacher
 from dataset import load_dataset
 from dataset import digest as data_digest
 from dataset.digest import cache_path, content_of_loaded, known_content

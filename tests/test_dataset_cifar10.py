@@ -11,8 +11,8 @@ import pytest
 import torch
 import torchvision
 
-import train_student
-import train_teacher
+from training import student as train_student
+from training import teacher as train_teacher
 from dataset import DatasetError, load_dataset, make_loaders
 from dataset import cifar10
 from datagen import write_cifar10

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from datagen import write_cifar100
 from helpers import ROOT, write_published_teacher
 from models import model_dict

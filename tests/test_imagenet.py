@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-import train_student
+from training import student as train_student
 from crd.memory import ContrastMemory, bank_bytes
 from datagen import write_imagenet
 from dataset.base import DatasetError

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("analysis", "crd", "dataset", "distiller_zoo", "helper", "models", "reporting")
+PACKAGES = ("analysis", "crd", "dataset", "distiller_zoo", "helper", "models", "reporting", "training")
 
 
 def _module_name(path: Path) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-import train_student
+from training import student as train_student
 from distiller_zoo import METHODS, DistillContext, DistillKL, DistillTask, kd_loss, normalize
 from helpers import write_published_teacher
 

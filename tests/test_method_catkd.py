@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_student
+from training import student as train_student
 from distiller_zoo import CAT_loss, METHODS, DistillContext, Features, class_activation_maps
 from helpers import adaptive_pool, numeric_gradient, torch_value_and_grad, write_published_teacher
 from models import get_classifier, model_dict

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from distiller_zoo import METHODS, DistillContext, Features, GradientReversal, Progress, curriculum_lambda
 from distiller_zoo.kd import normalize
 from helpers import (assert_same_run, kd_reference, metrics_rows, train_straight_and_resumed,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from distiller_zoo import DCDLoss
 from helpers import numeric_gradient, write_published_teacher
 

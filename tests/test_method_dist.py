@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from distiller_zoo import DIST, METHODS, inter_class_relation, intra_class_relation
 from helpers import write_published_teacher
 

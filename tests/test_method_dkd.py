@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from distiller_zoo import METHODS, DistillContext, DistillKL, Features, dkd_loss, dkd_per_sample, normalize
 from distiller_zoo.dkd import warmup_factor
 from helper.loop import Progress

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_student
+from training import student as train_student
 from distiller_zoo import METHODS, DistillationOrientedTrainer, DistillContext
 from distiller_zoo.task import loss_groups
 from helper.errors import UserError

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from datagen import write_cifar100
 from distiller_zoo import KDSVD, METHODS, DistillContext
 from helpers import numeric_gradient, write_published_teacher

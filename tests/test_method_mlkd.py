@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_student
+from training import student as train_student
 from dataset import ImageData, make_loaders
 from dataset.loaders import epoch_generator, normalize, random_crop_flip, strong_view
 from dataset.randaugment import draw_strong_params

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_student
+from training import student as train_student
 from dataset.teacher_bank import decide
 from distiller_zoo import METHODS, DistillContext, DistillTask, Features, OFDLoss, distillation_loss, \
     get_margin_from_BN

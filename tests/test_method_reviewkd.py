@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from datagen import write_cifar100
 from distiller_zoo import METHODS, DistillContext, Features, hcl_loss
 from helper.errors import UserError

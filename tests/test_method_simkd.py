@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_student
-import transfer_student
+from training import student as train_student
+from training import transfer as transfer_student
 from dataset.build import build_data
 from distiller_zoo import METHODS, DistillContext, DistillTask, Features, SimKD, deployed_from_checkpoint
 from helper.checkpoint import load_checkpoint, load_weights

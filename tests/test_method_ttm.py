@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from distiller_zoo import METHODS, TTM, WTTM, DistillKL
 from helpers import softmax, write_published_teacher
 

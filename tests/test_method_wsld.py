@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from distiller_zoo import METHODS, WSLDLoss
 from distiller_zoo.wsld import wsld_sample_weights
 from helpers import write_published_teacher

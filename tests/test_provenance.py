@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import analyze
-import train_student
-import train_teacher
+from training import student as train_student
+from training import teacher as train_teacher
 from dataset.digest import known_content
 from distiller_zoo.base import METHODS, unused_method_flags
 from helper.errors import UserError

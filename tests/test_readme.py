@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import analyze
-import train_student
-import train_teacher
-import transfer_student
+from training import student as train_student
+from training import teacher as train_teacher
+from training import transfer as transfer_student
 from datagen import write_cifar100, write_stl10
 from helpers import write_published_teacher
 

@@ -51,7 +51,7 @@ def test_each_method_is_one_documented_file(key: str) -> None:
 @pytest.mark.registry
 @pytest.mark.parametrize("key", [key for key, method in METHODS.items() if method.warmup_flag])
 def test_a_run_shorter_than_the_warmup_says_so(key: str, tmp_path: Path) -> None:
-    import train_student
+    from training import student as train_student
 
     method = METHODS[key]
     teacher = write_published_teacher(tmp_path, "resnet8")
@@ -86,7 +86,7 @@ def test_aliases_and_unknown_keys() -> None:
 @pytest.mark.registry
 @pytest.mark.parametrize("key", list(METHODS))
 def test_help_lists_each_method_and_its_flags_are_range_checked(key: str, tmp_path: Path) -> None:
-    import train_student
+    from training import student as train_student
 
     method = METHODS[key]
     help_text = " ".join(train_student.build_parser().format_help().split())

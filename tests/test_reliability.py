@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from helper.checkpoint import load_checkpoint, save_checkpoint
 from helper.errors import UserError
 from helpers import ROOT, assert_same_run, run_folder, train_straight_and_resumed, write_published_teacher

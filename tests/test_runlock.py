@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import train_student
-import train_teacher
-import transfer_student
+from training import student as train_student
+from training import teacher as train_teacher
+from training import transfer as transfer_student
 from helper.errors import UserError
 from helper.runlock import INHERITED_LOCK_VARIABLE, LOCK_FILE, RunLock, claim_run_folder, holder
 from helpers import ROOT, run_script, write_published_teacher

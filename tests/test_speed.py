@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from crd.criterion import CRDLoss
 from dataset.build import build_data
 from distiller_zoo import METHODS, DistillTask

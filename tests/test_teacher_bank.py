@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import dataset.teacher_bank as teacher_bank
-import train_student
+from training import student as train_student
 from dataset import make_loaders
 from dataset.loaders import PADDING, VIEWS_PER_IMAGE, normalize, random_crop_flip
 from dataset.teacher_bank import BankSpec, bank_blocker, decide, open_or_build, view_ids, view_params

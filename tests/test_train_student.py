@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_student
+from training import student as train_student
 from datagen import write_cifar100
 from distiller_zoo import METHODS
 from helpers import run_script, write_published_teacher

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import transfer_student
+from training import transfer as transfer_student
 from datagen import write_tinyimagenet
 from helpers import run_script
 from models import classifier_key, get_classifier, model_dict
