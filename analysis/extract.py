@@ -1,7 +1,6 @@
 """Checkpoints -> models -> batched outputs (logits, penultimate embeddings, feature maps) on a test split."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,9 @@ from dataset.loaders import normalize
 from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError
 from helper.provenance import check_source_fits, checkpoint_source
+from helper.run_folder import best_checkpoint, last_checkpoint, parse_folder_name
 from models import all_model_dict
 
-# <distill>_<dataset>_S_<student>_T_<teacher>_r_<r>_a_<a>_b_<b>_trial_<t>, as train_student.run_name writes it
-STUDENT_RUN = re.compile(r"^(?P<distill>.+?)_[a-z0-9]+_S_.+_T_.+_r_(?P<r>[^_]+)_a_(?P<a>[^_]+)"
-                         r"_b_(?P<b>[^_]+)_trial_(?P<trial>.+)$")
 
 
 @dataclass
@@ -45,8 +42,8 @@ def resolve_checkpoint(path: str | Path, flag: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         return path
-    for suffix in ("best", "last"):
-        found = [path / f"{name}_{suffix}.pth" for name in all_model_dict]
+    for checkpoint in (best_checkpoint, last_checkpoint):
+        found = [checkpoint(path, name) for name in all_model_dict]
         found = [file for file in found if file.is_file()]
         if found:
             return found[0]
@@ -59,16 +56,15 @@ def resolve_checkpoint(path: str | Path, flag: str) -> Path:
 def run_label(path: Path, arch: str) -> str:
     """Short figure label: 'kd r=0.1 a=0.9 b=0' for a train_student run folder, else the folder name."""
     folder = path.parent.name
-    match = STUDENT_RUN.match(folder)
-    if match is None:
+    name = parse_folder_name("student", folder)
+    if not name:
         return folder or arch
-    return f"{match['distill']} r={match['r']} a={match['a']} b={match['b']}"
+    return f"{name['distill']} r={name['gamma']} a={name['alpha']} b={name['beta']}"
 
 
 def run_trial(path: Path) -> str | None:
     """The --trial of a train_student run folder, else None."""
-    match = STUDENT_RUN.match(path.parent.name)
-    return None if match is None else match["trial"]
+    return parse_folder_name("student", path.parent.name).get("trial")
 
 
 @dataclass

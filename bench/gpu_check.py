@@ -40,6 +40,7 @@ from report import table
 
 import torch  # noqa: E402
 
+from helper.run_folder import last_checkpoint, run_folder  # noqa: E402
 from training import student as train_student  # noqa: E402
 from datagen import write_cifar100, write_imagenet  # noqa: E402
 from helpers import write_published_teacher  # noqa: E402
@@ -153,7 +154,7 @@ def check_resume(args: argparse.Namespace, folder: Path) -> list[list[Any]]:
             extra = ["--resume", "auto"] if epochs == 2 and len(plan) == 2 else []
             train_student.main([*common, "--save_folder", str(save), "--epochs", str(epochs), *extra])
         runs[name] = (save, time.perf_counter() - started)
-    states = [torch.load(next((save / "student" / "student_model").iterdir()) / "resnet8_last.pth",
+    states = [torch.load(last_checkpoint(next(run_folder(save, "student", "").iterdir()), "resnet8"),
                          map_location="cpu", weights_only=True) for save, _ in runs.values()]
     assert all(state["epoch"] == 2 for state in states), "a run did not reach epoch 2"
     same = all(torch.equal(value, states[1]["model"][key]) for key, value in states[0]["model"].items())

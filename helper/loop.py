@@ -28,6 +28,7 @@ from helper import distributed
 from helper.checkpoint import save_checkpoint
 from helper.errors import UserError
 from helper.logger import RunLogger
+from helper.run_folder import best_checkpoint, epoch_checkpoint, last_checkpoint, metrics_file, resumes_stage
 from helper.util import capture_rng_state, learning_rate_at, restore_rng_state, set_learning_rate
 
 
@@ -369,8 +370,8 @@ class StageRun:
         self.device = next(task.model.parameters()).device
         self.autocast = autocast_factory(self.device, config.amp)
         self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
-        self.last_path = config.run_dir / f"{config.model_name}_last.pth"
-        self.best_path = config.run_dir / f"{config.model_name}_best.pth"
+        self.last_path = last_checkpoint(config.run_dir, config.model_name)
+        self.best_path = best_checkpoint(config.run_dir, config.model_name)
         self.best_acc, self.last_acc = 0.0, 0.0
         self.main_rank = distributed.is_main()
         self.logger: RunLogger | None = None
@@ -379,7 +380,7 @@ class StageRun:
 
     def restore(self, resume: dict[str, Any] | None) -> tuple[int, int, dict[str, Any] | None]:
         """Load a checkpoint of this stage; returns (first epoch, first step, the partial epoch's meters)."""
-        if resume is None or resume.get("stage", "main") != self.config.stage:
+        if not resumes_stage(resume, self.config.stage):
             return 1, 0, None
         _check_world_size(resume)
         self.task.model.load_state_dict(resume["model"])
@@ -464,7 +465,7 @@ class StageRun:
         self.loss_columns = [name for name in train if name not in ("loss", "acc")]
         columns = ["epoch", "lr", "train_loss", "train_acc", "test_acc1", "test_acc5", "test_loss", "best_acc",
                    "epoch_seconds", *self.loss_columns, *scalars]
-        filename = "metrics.csv" if self.config.stage == "main" else f"metrics_{self.config.stage}.csv"
+        filename = metrics_file(self.config.run_dir, self.config.stage).name
         if self.main_rank:
             self.logger = RunLogger(self.config.run_dir, self.config.tb_dir if self.config.stage == "main" else None,
                                     columns, resume_epoch=self.resume_epoch, filename=filename)
@@ -497,7 +498,7 @@ class StageRun:
             if improved:
                 save_checkpoint(state, self.best_path)
             if config.stage == "main" and epoch % config.save_freq == 0:
-                save_checkpoint(state, config.run_dir / f"ckpt_epoch_{epoch}.pth")
+                save_checkpoint(state, epoch_checkpoint(config.run_dir, epoch))
             save_checkpoint(state, self.last_path)
         return FitResult(self.best_acc, self.last_acc, epoch)
 

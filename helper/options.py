@@ -1,18 +1,12 @@
-"""Command-line flags shared by the three entry scripts, their validation, and run-folder handling."""
+"""Command-line flags shared by the three entry scripts and their validation (run folders: helper/run_folder.py)."""
 from __future__ import annotations
 
 import argparse
 import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from helper import distributed, runlock
-from helper.checkpoint import load_checkpoint
 from helper.errors import UserError
-from helper.provenance import check_same_run, conflict_message, identity_differences, recorded_identity
-from helper.util import plural
 
 SMALL_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
@@ -230,147 +224,6 @@ def check_batch_size(batch_size: int, num_samples: int, dataset: str, world_size
         raise UserError(f"--batch_size {batch_size} per process x {world_size} processes is larger than the "
                         f"{num_samples} training images of '{dataset}'; with drop_last no batch would be trained. "
                         f"Use --batch_size {num_samples // world_size} or smaller, or fewer processes.")
-
-
-def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` (and parents) or explain why it cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_test.{os.getpid()}"  # one per process: torchrun ranks probe together
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"Cannot write to the run folder '{folder}' ({error.strerror}). Pass a writable "
-                        "--save_folder, or fix the folder's permissions.") from None
-
-
-def is_finished(state: dict[str, Any], epochs: int) -> bool:
-    """A checkpoint of a finished run: main stage, ``epochs`` epochs done, not stopped mid-epoch."""
-    return state.get("stage", "main") == "main" and int(state.get("epoch", 0)) >= epochs and not state.get("partial")
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Where an entry script's run lives, when it is done and what it is asked to be: what
-    ``--print_run_dir`` reports and what the sweeps (scripts/sweep.py) schedule by."""
-
-    run_dir: Path
-    model_name: str        # checkpoints are <run_dir>/<model_name>_last.pth etc.
-    epochs: int
-    save_folder: Path
-    # helper.provenance.run_identity: settings and source checkpoint (None: not compared)
-    identity: dict[str, Any] | None = field(default=None, compare=False, hash=False)
-
-    @property
-    def last_path(self) -> Path:
-        return self.run_dir / f"{self.model_name}_last.pth"
-
-    def differences(self, state: dict[str, Any] | None = None) -> list[tuple[str, Any, Any]]:
-        """How the run recorded in the folder differs from this plan's identity (empty when it
-        matches, has no record, or nothing was asked)."""
-        try:
-            recorded = recorded_identity(self.run_dir, state)
-        except UserError:  # a damaged run.json: training into the folder explains it
-            return []
-        if recorded is None or self.identity is None:
-            return []
-        return identity_differences(recorded, self.identity)
-
-    def checkpoint_status(self) -> str:
-        """'finished', 'unfinished' (a resumable or unreadable checkpoint), 'missing', or 'conflict'
-        (the folder holds a run trained with other settings or another teacher: never trained into)."""
-        return self._inspect()[0]
-
-    def _inspect(self) -> tuple[str, list[tuple[str, Any, Any]]]:
-        """checkpoint_status() and, for a conflict, the differences (read from one checkpoint load)."""
-        if not self.last_path.is_file():
-            return "missing", []
-        try:
-            state = load_checkpoint(self.last_path, "last checkpoint", mmap=True)
-        except UserError:  # --resume auto explains what is wrong with the file
-            return "unfinished", []
-        differences = self.differences(state)
-        if differences:
-            return "conflict", differences
-        return ("finished" if is_finished(state, self.epochs) else "unfinished"), []
-
-    def status(self) -> str:
-        """checkpoint_status(), or 'running' while another live process holds the folder."""
-        return "running" if runlock.holder(self.run_dir) is not None else self.checkpoint_status()
-
-    def describe(self) -> str:
-        """'<status> <run folder>', and for a conflict the paragraph listing what differs (for a run folder
-        that holds a run, a note when the data's content could not be compared without loading it)."""
-        if runlock.holder(self.run_dir) is not None:
-            return f"running {self.run_dir}"
-        status, differences = self._inspect()
-        line = f"{status} {self.run_dir}"
-        if differences:
-            return f"{line}\n{conflict_message(self.run_dir, differences, 'train into')}"
-        if status != "missing" and self.identity is not None and not (self.identity.get("data") or {}).get("digest"):
-            line += ("\nnote: the data's content digest is not known yet (no run has loaded these files since they "
-                     "last changed), so only the settings and the teacher were compared; a run compares the data "
-                     "once it has loaded it.")
-        return line
-
-
-def resolve_resume(run_dir: Path, model_name: str, resume: str | None, epochs: int,
-                   identity: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """Return the checkpoint to resume from (or None for a fresh run).
-
-    Creates the run folder (clear error when it cannot be written). Without --resume, an existing
-    run folder with a checkpoint is never overwritten: finished runs ask for a new --trial,
-    unfinished ones for --resume auto. A checkpoint to resume is refused when the run it belongs to
-    was trained with other settings or another teacher than ``identity``.
-    """
-    ensure_writable(run_dir)
-    last = run_dir / f"{model_name}_last.pth"
-    if resume is None:
-        if last.exists():
-            state = load_checkpoint(last, "last checkpoint")
-            check_same_run(run_dir, recorded_identity(run_dir, state), identity, "train into")
-            if is_finished(state, epochs):
-                raise UserError(f"The run folder '{run_dir}' already holds a finished run "
-                                f"({plural(state['epoch'], 'epoch')}, best accuracy {state.get('best_acc', 0):.2f}). "
-                                "Use a new --trial to train again, or delete the folder.")
-            raise UserError(f"The run folder '{run_dir}' holds an unfinished run (checkpoint '{last.name}'). "
-                            "Add --resume auto to continue it, or use a new --trial to start over.")
-        others = sorted(path.name for path in run_dir.glob("*.pth"))
-        if others:
-            raise UserError(f"The run folder '{run_dir}' already holds checkpoints ({', '.join(others[:3])}), e.g. a "
-                            "fetched published teacher. Use a new --trial so nothing is overwritten.")
-        return None
-    if resume == "auto":
-        if not last.exists():
-            if distributed.is_main():  # before torchrun's group is joined every rank would print
-                print(f"--resume auto: no checkpoint in '{run_dir}', starting from scratch.")
-            return None
-        state = load_checkpoint(last, "resume checkpoint", damaged_hint=replacement_hint(run_dir, last))
-        check_same_run(run_dir, recorded_identity(run_dir, state), identity, "resume")
-        return state
-    state = load_checkpoint(Path(resume), "--resume checkpoint")
-    source_dir = Path(resume).parent
-    check_same_run(source_dir, recorded_identity(source_dir, state), identity, "resume")
-    return state
-
-
-def replacement_hint(run_dir: Path, damaged: Path) -> str:
-    """What to do when a run's ``damaged`` last checkpoint cannot be read: copy the newest readable
-    ckpt_epoch_<N>.pth over it (the run then restarts from epoch N), or, with none, start over."""
-    def epoch_of(path: Path) -> int:
-        digits = path.stem.rsplit("_", 1)[-1]
-        return int(digits) if digits.isdigit() else -1
-
-    for candidate in sorted(run_dir.glob("ckpt_epoch_*.pth"), key=epoch_of, reverse=True):
-        try:
-            epoch = int(load_checkpoint(candidate, "checkpoint", mmap=True).get("epoch", epoch_of(candidate)))
-        except UserError:
-            continue
-        return (f"Replace it by the run's last good checkpoint, '{candidate.name}' (epoch {epoch}): cp '{candidate}' "
-                f"'{damaged}', then rerun with --resume auto; the run restarts from epoch {epoch}. Or delete the "
-                "folder to train the run from the start.")
-    return (f"The run has no other readable checkpoint: delete the run folder '{run_dir}' and rerun the command "
-            "(without --resume) to train it from the start.")
 
 
 def cpu_count() -> int:

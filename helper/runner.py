@@ -12,10 +12,9 @@ import torch
 from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
-from helper.options import COMPILE_MIN_STEPS, RunPlan
-from helper.provenance import (RECORD_FILE, check_same_run, complete_record, extended, recorded_identity,
-                               write_run_record)
-from helper.runlock import LOCK_FILE, claim_run_folder
+from helper.options import COMPILE_MIN_STEPS
+from helper.run_folder import RunPlan, discard_lone_record
+from helper.runlock import claim_run_folder
 from helper.util import configure_threads, resolve_device, set_seed
 
 
@@ -165,39 +164,6 @@ def train_or_describe(opt: argparse.Namespace, plan: RunPlan,
             if distributed.is_main():
                 discard_lone_record(plan.run_dir)
             raise
-
-
-def discard_lone_record(run_dir: Path) -> None:
-    """Remove ``run_dir``'s run.json when nothing else was written there (no checkpoint, no log):
-    a run that failed before training leaves no folder that looks like a run (the lock's release
-    then removes the folder it created)."""
-    try:
-        if {path.name for path in run_dir.iterdir()} <= {RECORD_FILE, LOCK_FILE}:
-            (run_dir / RECORD_FILE).unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def record_run(plan: RunPlan, data: Any, resume: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The run's record (its identity, data sizes and content digest, code version, date;
-    helper/provenance.py). A fresh run writes it to run.json; a resumed one keeps the record it started
-    with, after checking that the data is the same (a longer --epochs is noted in it). Every checkpoint
-    carries it under 'run'."""
-    if plan.identity is None:
-        return None
-    digest = getattr(data, "content_digest", None)
-    record = complete_record(plan.identity, data.num_train, data.num_test, data.num_classes, digest)
-    if resume is not None:
-        recorded = recorded_identity(plan.run_dir, resume)
-        if recorded is None:  # a run from before records existed: nothing to compare with
-            return record
-        check_same_run(plan.run_dir, recorded, record, "resume")
-        record = extended(recorded, record)  # --epochs above the recorded number continues the run
-        if record is recorded:
-            return recorded
-    if distributed.is_main():
-        write_run_record(plan.run_dir, record)
-    return record
 
 
 def run_stage(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_loader: Any,

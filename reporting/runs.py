@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from distiller_zoo import METHODS
+from helper.run_folder import (KIND_FOLDERS, LAST_SUFFIX, MAIN_STAGE, best_checkpoints, checkpoint_stage,
+                               epoch_checkpoints, is_last_checkpoint, last_checkpoints, metrics_file,
+                               parse_folder_name)
 from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
                                     identity_settings, read_run_record, same_settings, settings_differences,
                                     settings_from_options, teacher_cell, with_data_digest)
@@ -28,11 +31,6 @@ PAPER_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", 
                ("vgg13", "MobileNetV2"), ("ResNet50", "MobileNetV2"), ("ResNet50", "vgg8"),
                ("resnet32x4", "ShuffleV1"), ("resnet32x4", "ShuffleV2"), ("wrn_40_2", "ShuffleV1")]
 KINDS = ("student", "vanilla", "transfer")
-STUDENT_FOLDER = re.compile(r"^(?P<distill>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_T_(?P<model_t>.+)"
-                            r"_r_(?P<gamma>[^_]+)_a_(?P<alpha>[^_]+)_b_(?P<beta>[^_]+)_trial_(?P<trial>.+)$")
-TEACHER_FOLDER = re.compile(r"^(?P<stem>.+?)_vanilla(?:_trial_(?P<trial>.+))?$")
-TRANSFER_FOLDER = re.compile(r"^transfer_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_from_(?P<source>.+)"
-                             r"_trial_(?P<trial>[^_]+)$")
 
 
 @dataclass
@@ -241,13 +239,12 @@ def _count(items: list, noun: str) -> str:
 
 
 def _checkpoint_file(run_dir: Path) -> Path | None:
-    for pattern in ("*_last.pth", "*_best.pth"):
-        found = sorted(run_dir.glob(pattern))
+    """The run's last checkpoint, else its best, else its latest ckpt_epoch_<N>.pth."""
+    for found in (last_checkpoints(run_dir), best_checkpoints(run_dir)):
         if found:
             return found[0]
-    numbered = [(int(m.group(1)), p) for p in run_dir.glob("ckpt_epoch_*.pth")
-                if (m := re.fullmatch(r"ckpt_epoch_(\d+)\.pth", p.name))]
-    return max(numbered)[1] if numbered else None
+    numbered = epoch_checkpoints(run_dir)
+    return numbered[0][1] if numbered else None
 
 
 def _number(value: Any) -> float | None:
@@ -273,18 +270,13 @@ def _split_model(stem: str) -> tuple[str, str]:
 
 def _from_folder_name(kind: str, name: str) -> dict[str, Any]:
     """What a run folder's name says (the fallback when it holds no readable checkpoint)."""
-    if kind == "student" and (match := STUDENT_FOLDER.match(name)):
-        info: dict[str, Any] = {"distill": match["distill"], "dataset": match["dataset"], "model_s": match["model_s"],
-                                "model_t": match["model_t"], "trial": match["trial"]}
-        info.update({key: _number(match[key]) for key in ("gamma", "alpha", "beta")})
-        return info
-    if kind == "vanilla" and (match := TEACHER_FOLDER.match(name)):
-        model, dataset = _split_model(match["stem"])
-        return {"model": model, "dataset": dataset, "trial": match["trial"] or "0"}
-    if kind == "transfer" and (match := TRANSFER_FOLDER.match(name)):
-        return {"dataset": match["dataset"], "model_s": match["model_s"], "trial": match["trial"],
-                "source": match["source"]}
-    return {}
+    info: dict[str, Any] = parse_folder_name(kind, name)
+    if kind == "student" and info:
+        info.update({key: _number(info[key]) for key in ("gamma", "alpha", "beta")})
+    if kind == "vanilla" and info:
+        model, dataset = _split_model(info.pop("stem"))
+        info.update(model=model, dataset=dataset)
+    return info
 
 
 def _source_of(path_s: Any) -> dict[str, Any]:
@@ -340,7 +332,7 @@ def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, f
               from_checkpoint: bool = False) -> dict[str, Any]:
     """Epochs done and planned, best and last test accuracy (from the checkpoint when ``from_checkpoint``
     or when metrics.csv has none), whether the checkpoint is mid-epoch."""
-    stage_main = state.get("stage", "main") == "main"
+    stage_main = checkpoint_stage(state) == MAIN_STAGE
     if state and "epoch" in state:
         epochs_done = int(state["epoch"]) if stage_main else 0
     else:
@@ -365,8 +357,8 @@ def _against_checkpoint(rows: list[dict[str, float]], state: dict[str, Any], che
                         problems: list[str]) -> tuple[list[dict[str, float]], bool]:
     """metrics.csv checked against the run's last checkpoint: (the rows up to its epoch, whether best and
     last must come from the checkpoint because the file stops before it)."""
-    if (not rows or checkpoint_path is None or not checkpoint_path.name.endswith("_last.pth")
-            or state.get("stage", "main") != "main" or _number(state.get("epoch")) is None):
+    if (not rows or checkpoint_path is None or not is_last_checkpoint(checkpoint_path)
+            or checkpoint_stage(state) != MAIN_STAGE or _number(state.get("epoch")) is None):
         return rows, False
     saved, logged = int(state["epoch"]), int(rows[-1]["epoch"])
     if logged < saved:
@@ -407,7 +399,7 @@ def read_run(run_dir: Path, kind: str, notices: list[str] | None = None) -> Run 
     """Read one run folder; None when it holds neither metrics nor a checkpoint, or neither can be read.
     Each file that cannot be read, or read only in part, adds one line to ``notices``."""
     notices = [] if notices is None else notices
-    metrics_path, metrics_problems, state_problems = run_dir / "metrics.csv", [], []
+    metrics_path, metrics_problems, state_problems = metrics_file(run_dir, MAIN_STAGE), [], []
     rows = read_metrics(metrics_path, metrics_problems)
     checkpoint_path = _checkpoint_file(run_dir)
     state = _load_state(checkpoint_path, state_problems)
@@ -455,12 +447,14 @@ def scan(save_folder: Path, notices: list[str] | None = None) -> list[Run]:
     that cannot be read, or read only in part, adds one line to ``notices`` (printed to stderr when
     ``notices`` is None); a folder that cannot be read at all is left out, never the others."""
     folders: list[tuple[Path, str]] = []
-    for parent, kind in ((save_folder / "student" / "student_model", "student"), (save_folder / "models", "vanilla")):
+    for parent, kind in ((save_folder / KIND_FOLDERS["student"][0], "student"),
+                         (save_folder / KIND_FOLDERS["vanilla"][0], "vanilla")):
         if parent.is_dir():
             folders += [(child, kind) for child in sorted(parent.iterdir()) if child.is_dir()]
     transfer = save_folder / "transfer"
     if transfer.is_dir():
-        candidates = {path.parent for pattern in ("metrics.csv", "*_last.pth") for path in transfer.rglob(pattern)}
+        candidates = {path.parent for pattern in (metrics_file(Path(), MAIN_STAGE).name, f"*{LAST_SUFFIX}")
+                      for path in transfer.rglob(pattern)}
         folders += [(folder, "transfer") for folder in sorted(candidates)]
     found: list[str] = []
     runs = []

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from helper.run_folder import last_checkpoint, run_folder, teacher_folder_name  # noqa: E402
 from training import ENTRY_MODULES  # noqa: E402
 
 TEACHER, STUDENT = "resnet20", "resnet8"
@@ -88,7 +89,7 @@ def main() -> None:
         milestones = sorted({max(int(epochs * 0.6), 1), max(int(epochs * 0.8), 1)})  # lr / 10 at 60% and 80%
         return ["--epochs", str(epochs), "--lr_decay_epochs", ",".join(map(str, milestones)), "--save_freq", str(epochs)]
 
-    path_t = save / "models" / f"{TEACHER}_digits_vanilla" / f"{TEACHER}_last.pth"
+    path_t = last_checkpoint(run_folder(save, "vanilla", teacher_folder_name(TEACHER, "digits", "0")), TEACHER)
     runs = {"Teacher": ("train_teacher", ["--model", TEACHER, *common, *schedule(args.teacher_epochs)]),
             "Student from scratch": ("train_teacher", ["--model", STUDENT, *common, *schedule(args.student_epochs)])}
     for label, key, weights in STUDENTS:
@@ -109,7 +110,8 @@ def main() -> None:
     if not args.no_analysis:
         import analyze
 
-        students = [save / "models" / f"{STUDENT}_digits_vanilla", *sorted(save.glob("student/student_model/*"))]
+        students = [run_folder(save, "vanilla", teacher_folder_name(STUDENT, "digits", "0")),
+                    *sorted(run_folder(save, "student", "").glob("*"))]
         analyze.main(["--path_t", str(path_t), "--path_s", *map(str, students), "--dataset", "digits",
                       "--device", args.device, "--out", str(save / "analysis")])
 

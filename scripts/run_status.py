@@ -81,16 +81,16 @@ def checkpoint_epoch(run: dict[str, Any]) -> tuple[int, bool] | None:
     """(epochs done, finished) from the run's last checkpoint; None without one."""
     from helper.checkpoint import load_checkpoint
     from helper.errors import UserError
-    from helper.options import is_finished
+    from helper.run_folder import MAIN_STAGE, checkpoint_stage, is_finished, last_checkpoint
 
-    path = Path(run["run_dir"]) / f"{run['model_name']}_last.pth"
+    path = last_checkpoint(Path(run["run_dir"]), run["model_name"])
     if not path.is_file():
         return None
     try:
         state = load_checkpoint(path, mmap=True)
     except UserError:
         return 0, False
-    done = int(state.get("epoch", 0)) if state.get("stage", "main") == "main" else 0
+    done = int(state.get("epoch", 0)) if checkpoint_stage(state) == MAIN_STAGE else 0
     return done, is_finished(state, int(run["epochs"]))
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
 from helper.errors import UserError, report_user_errors  # noqa: E402
-from helper.options import RunPlan  # noqa: E402
+from helper.run_folder import RunPlan  # noqa: E402
 from training import ENTRY_MODULES  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
 

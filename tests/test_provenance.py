@@ -14,7 +14,7 @@ from training import teacher as train_teacher
 from dataset.digest import known_content
 from distiller_zoo.base import METHODS, unused_method_flags
 from helper.errors import UserError
-from helper.options import replacement_hint
+from helper.run_folder import replacement_hint
 from helper.provenance import (NOT_TRAINING, check_same_run, identity_differences, read_run_record,
                                settings_differences, training_settings, weights_digest)
 from models import model_dict

@@ -12,8 +12,8 @@ import torch
 from dataset.build import build_data
 from helper import distributed
 from helper.loop import FitResult, Task
-from helper.options import RunPlan, resolve_resume
-from helper.runner import record_run, run_stage, setup
+from helper.run_folder import MAIN_STAGE, RunPlan, record_run, resolve_resume
+from helper.runner import run_stage, setup
 
 
 @dataclass
@@ -38,7 +38,7 @@ class StagePlan:
 
     task: Task
     optimizer: torch.optim.Optimizer
-    stage: str = "main"
+    stage: str = MAIN_STAGE
     epochs: int | None = None
     learning_rate: float | None = None
 
@@ -54,13 +54,13 @@ class Training:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def train_run(opt: argparse.Namespace, plan: RunPlan, tensorboards: Path,
+def train_run(opt: argparse.Namespace, plan: RunPlan, tensorboard_dir: Path,
               build: Callable[[RunInputs], Training], views: tuple[str, ...] = ("weak",),
               load: Callable[[], Any] | None = None) -> float:
     """Train into the plan's run folder (held by this process); returns the best test accuracy.
 
     ``load`` runs before the seed is set (e.g. a checkpoint to start from); ``build`` makes the
-    stages once the data is loaded; ``tensorboards``: the folder of the runs' tensorboard logs."""
+    stages once the data is loaded; ``tensorboard_dir``: where the main stage logs for tensorboard."""
     run_dir = plan.run_dir
     resume = resolve_resume(run_dir, plan.model_name, opt.resume, opt.epochs, plan.identity)
     loaded = load() if load is not None else None
@@ -71,9 +71,9 @@ def train_run(opt: argparse.Namespace, plan: RunPlan, tensorboards: Path,
     print(training.banner)
     result = None
     for stage in training.stages:
-        main = stage.stage == "main"
+        main = stage.stage == MAIN_STAGE
         result = run_stage(stage.task, stage.optimizer, train_loader, test_loader if main else None, opt, run_dir,
-                           tensorboards / run_dir.name if main else None, plan.model_name, plan.model_name, resume,
+                           tensorboard_dir if main else None, plan.model_name, plan.model_name, resume,
                            stage=stage.stage, epochs=stage.epochs, learning_rate=stage.learning_rate,
                            validate=main, extra=training.extra)
     assert result is not None, "a run trains at least its main stage"

@@ -31,9 +31,11 @@ from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoi
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import FitResult, validate
-from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
+from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, check_range,
                             finalize_training_args)
 from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
+from helper.run_folder import (MAIN_STAGE, RunPlan, resumes_stage, run_folder, student_folder_name,
+                               tensorboard_folder)
 from helper.runner import make_optimizer, prepare_model, setup, train_or_describe
 from models import all_model_dict
 from training.common import RunInputs, StagePlan, Training, train_run
@@ -116,8 +118,8 @@ def teacher_arch(path: str, state: dict[str, Any]) -> str:
 
 def run_name(opt: argparse.Namespace) -> str:
     """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it."""
-    return (f"{opt.distill}_{opt.dataset}_S_{opt.model_s}_T_{opt.model_t}_r_{opt.gamma:g}_a_{opt.alpha:g}"
-            f"_b_{opt.beta:g}_trial_{opt.trial}")
+    return student_folder_name(opt.distill, opt.dataset, opt.model_s, opt.model_t, opt.gamma, opt.alpha, opt.beta,
+                               opt.trial)
 
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
@@ -126,7 +128,7 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
     data's when it is known without loading it (dataset/digest.py)."""
     settings = training_settings(opt, unused_method_flags(opt.distill), teacher_mode=METHODS[opt.distill].teacher_mode)
     identity = run_identity("train_student", settings, opt.teacher_source, known_content(opt.dataset, opt.data_folder))
-    return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
+    return RunPlan(run_folder(opt.save_folder, "student", run_name(opt)), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 
 
@@ -319,7 +321,7 @@ def build_teacher_bank(opt: argparse.Namespace, plan: RunPlan) -> None:
 
 def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     """Distil into the plan's run folder (held by this process); returns the best test accuracy."""
-    return train_run(opt, plan, Path(opt.save_folder) / "student" / "student_tensorboards", build_training,
+    return train_run(opt, plan, tensorboard_folder(opt.save_folder, "student", plan.run_dir.name), build_training,
                      views=METHODS[opt.distill].views)
 
 
@@ -333,9 +335,7 @@ def build_training(inputs: RunInputs) -> Training:
               f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {inputs.plan.run_dir}")
 
     def stages() -> Iterator[StagePlan]:
-        main_resume = inputs.resume if inputs.resume is not None and inputs.resume.get("stage", "main") == "main" \
-            else None
-        if run.method.init_stage and opt.init_epochs > 0 and main_resume is None:
+        if run.method.init_stage and opt.init_epochs > 0 and not resumes_stage(inputs.resume, MAIN_STAGE):
             yield init_stage(run, opt, device)
         task, optimizer = run.main_task()
         yield StagePlan(task, optimizer)

@@ -13,9 +13,10 @@ from pathlib import Path
 from dataset.digest import known_content
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset,
+from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset,
                             finalize_training_args)
 from helper.provenance import run_identity, training_settings
+from helper.run_folder import RunPlan, run_folder, teacher_folder_name, tensorboard_folder
 from helper.runner import make_optimizer, prepare_model, train_or_describe
 from helper.util import plural
 from models import all_model_dict
@@ -40,16 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return finalize_training_args(opt, opt.model)
 
 
-def teacher_folder_name(model: str, dataset: str, trial: str) -> str:
-    """'resnet32x4_vanilla' for CIFAR-100 trial 0, else with the dataset and/or '_trial_<t>' added."""
-    name = f"{model}_vanilla" if dataset == "cifar100" else f"{model}_{dataset}_vanilla"
-    return name if str(trial) == "0" else f"{name}_trial_{trial}"
-
-
 def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/models/<teacher_folder_name> and its checkpoint name and epochs."""
     name = teacher_folder_name(opt.model, opt.dataset, opt.trial)
-    return RunPlan(Path(opt.save_folder) / "models" / name, opt.model, opt.epochs, Path(opt.save_folder),
+    return RunPlan(run_folder(opt.save_folder, "vanilla", name), opt.model, opt.epochs, Path(opt.save_folder),
                    run_identity("train_teacher", training_settings(opt), None,
                                 known_content(opt.dataset, opt.data_folder)))
 
@@ -62,7 +57,7 @@ def main(argv: list[str] | None = None) -> float | None:
 
 def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     """Train into the plan's run folder (held by this process); returns the best test accuracy."""
-    return train_run(opt, plan, Path(opt.save_folder) / "teacher_tensorboards", build_training)
+    return train_run(opt, plan, tensorboard_folder(opt.save_folder, "vanilla", plan.run_dir.name), build_training)
 
 
 def build_training(inputs: RunInputs) -> Training:

@@ -17,8 +17,9 @@ from dataset.digest import known_content
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.loop import ClassifierTask
-from helper.options import HelpFormatter, RunPlan, add_training_args, finalize_training_args
+from helper.options import HelpFormatter, add_training_args, finalize_training_args
 from helper.provenance import checkpoint_source, run_identity, training_settings
+from helper.run_folder import RunPlan, run_folder, tensorboard_folder, transfer_folder_name
 from helper.runner import make_optimizer, prepare_model, train_or_describe
 from helper.util import plural
 from models import classifier_key, get_classifier, model_dict, set_classifier
@@ -87,8 +88,7 @@ def linear_probe(model: nn.Module, num_classes: int) -> nn.Linear:
 
 
 def run_name(opt: argparse.Namespace) -> str:
-    source = Path(opt.path_s).resolve().parent.name
-    return f"transfer_{opt.dataset}_S_{opt.model_s}_from_{source}_trial_{opt.trial}"
+    return transfer_folder_name(opt.dataset, opt.model_s, opt.path_s, opt.trial)
 
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
@@ -97,7 +97,7 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
     loaded: it must hold a --model_s; its dataset may differ, that is the point of a transfer)."""
     state = load_checkpoint(Path(opt.path_s), "student checkpoint (--path_s)", mmap=True)
     source = checkpoint_source(opt.path_s, state, opt.model_s, student_classes(opt.path_s, state, opt.model_s))
-    return RunPlan(Path(opt.save_folder) / "transfer" / "transfer_model" / run_name(opt), opt.model_s, opt.epochs,
+    return RunPlan(run_folder(opt.save_folder, "transfer", run_name(opt)), opt.model_s, opt.epochs,
                    Path(opt.save_folder), run_identity("transfer_student", training_settings(opt), source,
                                                        known_content(opt.dataset, opt.data_folder)))
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> float | None:
 
 def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     """Train the linear probe into the plan's run folder (held by this process); returns the best test accuracy."""
-    return train_run(opt, plan, Path(opt.save_folder) / "transfer" / "transfer_tensorboards", build_training,
+    return train_run(opt, plan, tensorboard_folder(opt.save_folder, "transfer", plan.run_dir.name), build_training,
                      load=lambda: load_student(opt.path_s, opt.model_s))
 
 
