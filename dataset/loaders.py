@@ -178,9 +178,13 @@ class FastLoader(ShardedLoader):
         self.world_size = world_size
         self.shard = test_shard(self.num_samples, rank, world_size)  # test: the samples this rank evaluates
         self.positions = rank_positions(self.num_samples, batch_size, rank, world_size).to(self.device)
-        # True (set by a run that reads a teacher bank): a training batch's ``index`` is (B, 2), each
-        # row (sample, view) with the view numbered as dataset.teacher_bank.view_ids numbers it
-        self.yield_view_ids = False
+        self._yield_view_ids = False  # with_view_ids()
+
+    def with_view_ids(self) -> FastLoader:
+        """For a run that reads a teacher bank: from now on a training batch's ``index`` is (B, 2), each
+        row (sample, view) with the view numbered as dataset.teacher_bank.view_ids numbers it."""
+        self._yield_view_ids = True
+        return self
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
         strong: StrongParams | None = None
@@ -206,7 +210,7 @@ class FastLoader(ShardedLoader):
                 views["strong"] = strong_view(raw, strong[positions])
             images = tuple(self._finish(views[name]) for name in self.views)
             labels = self.labels.index_select(0, index)
-            if self.yield_view_ids and self.augment:
+            if self._yield_view_ids and self.augment:
                 index = torch.stack((index, view_ids(offsets[positions], flips[positions])), dim=1)
             yield images if len(images) > 1 else images[0], labels, index
 

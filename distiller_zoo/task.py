@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from dataset.teacher_bank import TeacherBank
 from distiller_zoo.base import Distiller, Features
 from distiller_zoo.kd import kd_loss
-from helper.loop import Progress, StepOutput
+from helper.loop import Progress, StepOutput, Task
+from helper.run_folder import Stage
 
 
 def loss_groups(weighted: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -26,21 +27,23 @@ def loss_groups(weighted: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"task": weighted["ce"], **({"distill": functools.reduce(operator.add, distill)} if distill else {})}
 
 
-class DistillTask:
-    """One stage ('main', or the 'init' pre-training of abound/factor/fsp) of distilling into ``student``."""
+class DistillTask(Task):
+    """One stage (Stage.MAIN, or the Stage.INIT pre-training of abound/factor/fsp) of distilling into
+    ``student``. With a teacher ``bank`` the teacher does not run: its outputs are looked up for each
+    batch's (sample, view) index rows, which the run's loader yields when the run reads a bank."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, method: Distiller, gamma: float, alpha: float,
-                 beta: float, kd_T: float, stage: str = "main", logit_stand: bool = False,
+                 beta: float, kd_T: float, stage: Stage = Stage.MAIN, logit_stand: bool = False,
                  bank: TeacherBank | None = None) -> None:
         self.model = student
         self.teacher = teacher
-        self.bank = bank  # the teacher's outputs per (sample, view): then batches carry (B, 2) indices
+        self.bank = bank
         self.method = method
         self.weights = {"ce": gamma, "kl": alpha, method.key: beta}
         self.kd_T, self.logit_stand = kd_T, logit_stand
-        self.stage = stage
-        self.init_modules = method.init_modules(student) if stage == "init" else []
-        self.deployed = method.deployed_model(student) if stage == "main" else None
+        self.stage = Stage(stage)
+        self.init_modules = method.init_modules(student) if self.stage == Stage.INIT else []
+        self.deployed = method.deployed_model(student) if self.stage == Stage.MAIN else None
 
     def evaluated_model(self) -> nn.Module:
         """The network validated each epoch: the method's deployed model (SimKD), else the student."""
@@ -57,7 +60,7 @@ class DistillTask:
     def train_mode(self) -> None:
         # frozen either way (no gradients); "train": BatchNorm with the batch's statistics (Distiller.teacher_mode)
         self.teacher.train(self.method.teacher_mode == "train")
-        if self.stage == "init":
+        if self.stage == Stage.INIT:
             self.model.eval()
             self.method.eval()
             for module in self.init_modules:
@@ -71,7 +74,7 @@ class DistillTask:
     def _forward(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> Features:
         """Student forward with gradients; the teacher's outputs from ``_teacher_outputs``."""
         method = self.method
-        with_features = self.stage == "init" or (method.uses_features and method.has_method_loss)
+        with_features = self.stage == Stage.INIT or (method.uses_features and method.has_method_loss)
         if with_features:
             student_feats, student_logits = self.model(images, is_feat=True, preact=method.uses_preact)
         else:
@@ -81,13 +84,11 @@ class DistillTask:
 
     def _teacher_outputs(self, images: Tensor, index: Tensor, with_features: bool
                          ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """(teacher features, teacher logits, sample indices). With (sample, view) index rows they are
-        looked up in the teacher bank (features: the pooled embedding alone); otherwise the teacher runs
+        """(teacher features, teacher logits, sample indices). With a teacher bank they are looked up for
+        the (sample, view) index rows (features: the pooled embedding alone); otherwise the teacher runs
         under no_grad (plain tensors that backward may save, so no copies: methods read teacher
         features and never modify them in place)."""
-        if index.ndim == 2:
-            if self.bank is None:
-                raise ValueError("batches carry (sample, view) indices but the task has no teacher bank")
+        if self.bank is not None:
             teacher_logits, teacher_embedding = self.bank.lookup(index[:, 0], index[:, 1])
             return ([teacher_embedding] if with_features else []), teacher_logits, index[:, 0]
         with torch.no_grad():
@@ -101,7 +102,7 @@ class DistillTask:
                 progress: Progress = Progress()) -> StepOutput:
         views = images if isinstance(images, tuple) else (images,)
         features = self._forward(views[0], labels, index, progress)
-        if self.stage == "init":
+        if self.stage == Stage.INIT:
             loss = self.method.init_loss(features)
             return StepOutput(None, {self.method.key: loss}, loss)
         if len(views) != len(self.method.views):
@@ -121,11 +122,11 @@ class DistillTask:
         return StepOutput(logits, losses, total, loss_groups(weighted))
 
     def after_step(self) -> None:
-        if self.stage == "main":
+        if self.stage == Stage.MAIN:
             self.method.after_step()
 
     def epoch_scalars(self) -> dict[str, float]:
-        return self.method.epoch_scalars() if self.stage == "main" else {}
+        return self.method.epoch_scalars() if self.stage == Stage.MAIN else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"method": self.method.state_dict()}

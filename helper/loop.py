@@ -1,7 +1,7 @@
 """The one train/validate loop shared by train_teacher.py, train_student.py and transfer_student.py.
 
-A *task* says what a training step computes (``compute``) and which module is evaluated and
-saved (``model``; also ``evaluated_model()`` and ``checkpoint_entries()`` when the network it
+A *task* (``Task``) says what a training step computes (``compute``) and which module is evaluated
+and saved (``model``; also ``evaluated_model()`` and ``checkpoint_entries()`` when the network it
 reports differs from the one it trains, as SimKD's); the loop owns everything else: lr schedule,
 optimisation, device-side meters (no host sync per step), progress bar, NaN guard, logging, atomic
 checkpoints, exact resume and graceful stop on SIGINT/SIGTERM. Under torchrun every rank runs the
@@ -28,7 +28,7 @@ from helper import distributed
 from helper.checkpoint import save_checkpoint
 from helper.errors import UserError
 from helper.logger import RunLogger
-from helper.run_folder import best_checkpoint, epoch_checkpoint, last_checkpoint, metrics_file, resumes_stage
+from helper.run_folder import Stage, best_checkpoint, epoch_checkpoint, last_checkpoint, metrics_file, resumes_stage
 from helper.util import capture_rng_state, learning_rate_at, restore_rng_state, set_learning_rate
 
 
@@ -62,25 +62,52 @@ class Progress:
         return ((self.epoch - 1) * self.steps + self.step) / max(self.epochs * self.steps, 1)
 
 
-class Task(Protocol):
+class Task:
+    """What the loop trains: ``compute`` (one batch's outputs and losses) and ``model`` (the network
+    it trains and saves); every other hook the loop calls has a default here."""
+
     model: nn.Module
 
-    def train_mode(self) -> None: ...
-    def compute(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress) -> StepOutput: ...
-    def after_step(self) -> None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def compute(self, images: Tensor, labels: Tensor, index: Tensor, progress: Progress = Progress()) -> StepOutput:
+        raise NotImplementedError
+
+    def train_mode(self) -> None:
+        """Put the modules in the mode a training step needs (before each epoch)."""
+        self.model.train()
+
+    def after_step(self) -> None:
+        """Called after each optimizer step (e.g. a method's momentum update)."""
+
+    def modules(self) -> list[nn.Module]:
+        """The modules it trains, whose BatchNorm statistics are shared across ranks before validation."""
+        return [self.model]
+
+    def evaluated_model(self) -> nn.Module:
+        """The network validated and reported each epoch (SimKD: its deployed model)."""
+        return self.model
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """Entries saved beside 'model' in its checkpoints (SimKD: what rebuilds its deployed model)."""
+        return {}
+
+    def epoch_scalars(self) -> dict[str, float]:
+        """Values reported each epoch beside the losses (e.g. a learned temperature)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Its own state to resume (besides the model's and the optimizer's)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
 
 
-class ClassifierTask:
+class ClassifierTask(Task):
     """Plain cross-entropy training of ``model`` (teachers, and linear probes in transfer)."""
 
     def __init__(self, model: nn.Module, frozen: Iterable[nn.Module] = ()) -> None:
         self.model = model
         self.frozen = list(frozen)  # modules kept in eval mode (e.g. a frozen backbone's BN)
-
-    def modules(self) -> list[nn.Module]:
-        return [self.model]
 
     def train_mode(self) -> None:
         self.model.train()
@@ -91,15 +118,6 @@ class ClassifierTask:
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
         return StepOutput(logits, {"ce": loss}, loss)
-
-    def after_step(self) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class DivergenceError(UserError):
@@ -319,7 +337,7 @@ class FitConfig:
     print_freq: int = 100
     tb_freq: int = 500
     save_freq: int = 40
-    stage: str = "main"        # 'main' or 'init' (abound/factor/fsp pre-training)
+    stage: Stage = Stage.MAIN  # or Stage.INIT (abound/factor/fsp pre-training)
     validate_each_epoch: bool = True
     amp: str = "none"          # 'none' | 'bf16' | 'fp16'
     progress: bool = True
@@ -395,7 +413,7 @@ class StageRun:
             partial_meters = resume["partial"]["meters"] if self.main_rank else None  # the sums over all ranks
         restore_rng_state(resume["rng"])
         self.resume_epoch = start_epoch - 1
-        stage = "" if self.config.stage == "main" else f"{self.config.stage} stage "
+        stage = "" if self.config.stage == Stage.MAIN else f"{self.config.stage} stage "
         print(f"Resuming {stage}at epoch {start_epoch}" + (f", step {start_step}" if start_step else "")
               + f" (best so far {self.best_acc:.2f})")
         return start_epoch, start_step, partial_meters
@@ -403,9 +421,9 @@ class StageRun:
     def checkpoint_state(self, epoch: int, accuracy: float, partial: dict[str, Any] | None = None) -> dict[str, Any]:
         state = {"model": self.task.model.state_dict(), "epoch": epoch, "accuracy": accuracy,
                  "best_acc": self.best_acc, "optimizer": self.optimizer.state_dict(), "task": self.task.state_dict(),
-                 "rng": capture_rng_state(), "stage": self.config.stage, "partial": partial,
+                 "rng": capture_rng_state(), "stage": self.config.stage.value, "partial": partial,
                  "world_size": distributed.world_size(), **self.config.checkpoint_extra,
-                 **_checkpoint_entries(self.task)}
+                 **self.task.checkpoint_entries()}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -421,7 +439,7 @@ class StageRun:
         if first_step and partial_meters is not None:
             meters.load_state_dict(partial_meters)
         started = time.perf_counter()
-        stage = "" if config.stage == "main" else f"{config.stage} "
+        stage = "" if config.stage == Stage.MAIN else f"{config.stage} "
         bar = tqdm(total=steps, initial=first_step, desc=f"{stage}epoch {epoch}/{config.epochs}",
                    disable=not (config.progress and self.main_rank), leave=False, dynamic_ncols=True,
                    mininterval=1.0, file=sys.stderr)
@@ -455,7 +473,7 @@ class StageRun:
     def _save_partial(self, epoch: int, done: int, meters: EpochMeters, bar: tqdm, stop: GracefulStop) -> None:
         meters.check_finite(epoch, self.last_path)
         partial = {"epoch": epoch, "step": done, "meters": meters.state_dict()}
-        distributed.broadcast_norm_stats(_modules(self.task))
+        distributed.broadcast_norm_stats(self.task.modules())
         if self.main_rank:
             save_checkpoint(self.checkpoint_state(epoch - 1, self.last_acc, partial), self.last_path)
         bar.close()
@@ -467,7 +485,7 @@ class StageRun:
                    "epoch_seconds", *self.loss_columns, *scalars]
         filename = metrics_file(self.config.run_dir, self.config.stage).name
         if self.main_rank:
-            self.logger = RunLogger(self.config.run_dir, self.config.tb_dir if self.config.stage == "main" else None,
+            self.logger = RunLogger(self.config.run_dir, self.config.tb_dir if self.config.stage == Stage.MAIN else None,
                                     columns, resume_epoch=self.resume_epoch, filename=filename)
 
     def finish_epoch(self, epoch: int, meters: EpochMeters, started: float) -> FitResult:
@@ -475,11 +493,11 @@ class StageRun:
         config = self.config
         meters.check_finite(epoch, self.last_path)
         train = meters.host()
-        scalars = _epoch_scalars(self.task)
+        scalars = self.task.epoch_scalars()
         if not self.loss_columns and self.logger is None:
             self._open_logger(train, scalars)
-        distributed.broadcast_norm_stats(_modules(self.task))  # one model to validate and save
-        test = validate(_evaluated_model(self.task), self.test_loader, self.autocast) \
+        distributed.broadcast_norm_stats(self.task.modules())  # one model to validate and save
+        test = validate(self.task.evaluated_model(), self.test_loader, self.autocast) \
             if config.validate_each_epoch and self.test_loader else {}
         self.last_acc = test.get("test_acc1", 0.0)
         improved = bool(test) and (self.last_acc > self.best_acc or not self.best_path.exists())
@@ -497,7 +515,7 @@ class StageRun:
             state = self.checkpoint_state(epoch, self.last_acc)
             if improved:
                 save_checkpoint(state, self.best_path)
-            if config.stage == "main" and epoch % config.save_freq == 0:
+            if config.stage == Stage.MAIN and epoch % config.save_freq == 0:
                 save_checkpoint(state, epoch_checkpoint(config.run_dir, epoch))
             save_checkpoint(state, self.last_path)
         return FitResult(self.best_acc, self.last_acc, epoch)
@@ -506,7 +524,7 @@ class StageRun:
 def _epoch_line(config: FitConfig, epoch: int, lr: float, train: dict[str, float], test: dict[str, float],
                 best_acc: float, scalars: dict[str, float], seconds: float, images_per_s: float) -> str:
     """'epoch 3/240 lr 0.05 loss 1.2345 train acc 61.20 test acc@1 58.10 (best 58.10) | 12.3s 530 img/s'."""
-    stage = "" if config.stage == "main" else f"{config.stage} stage "
+    stage = "" if config.stage == Stage.MAIN else f"{config.stage} stage "
     text = f"{stage}epoch {epoch}/{config.epochs} lr {lr:.4g} loss {train['loss']:.4f}"
     if "acc" in train:
         text += f" train acc {train['acc']:.2f}"
@@ -514,30 +532,6 @@ def _epoch_line(config: FitConfig, epoch: int, lr: float, train: dict[str, float
         text += f" test acc@1 {test['test_acc1']:.2f} (best {best_acc:.2f})"
     text += "".join(f" {name} {value:.4g}" for name, value in scalars.items())
     return f"{text} | {seconds:.1f}s {images_per_s:.0f} img/s"
-
-
-def _epoch_scalars(task: Task) -> dict[str, float]:
-    """Per-epoch values a task reports beside its losses (e.g. a learned temperature)."""
-    scalars = getattr(task, "epoch_scalars", None)
-    return scalars() if callable(scalars) else {}
-
-
-def _evaluated_model(task: Task) -> nn.Module:
-    """The network a task validates and reports: its deployed model when it has one (SimKD), else ``model``."""
-    evaluated = getattr(task, "evaluated_model", None)
-    return evaluated() if callable(evaluated) else task.model
-
-
-def _checkpoint_entries(task: Task) -> dict[str, Any]:
-    """Entries a task adds to its checkpoints besides 'model' (SimKD: what rebuilds its deployed model)."""
-    entries = getattr(task, "checkpoint_entries", None)
-    return entries() if callable(entries) else {}
-
-
-def _modules(task: Task) -> list[nn.Module]:
-    """The modules a task trains (its model, plus e.g. a method's embeds), for BatchNorm broadcast."""
-    modules = getattr(task, "modules", None)
-    return modules() if callable(modules) else [task.model]
 
 
 def _check_world_size(resume: dict[str, Any]) -> None:

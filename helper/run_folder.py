@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from enum import StrEnum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from helper.util import plural
 KIND_FOLDERS = {"student": (Path("student") / "student_model", Path("student") / "student_tensorboards"),
                 "vanilla": (Path("models"), Path("teacher_tensorboards")),
                 "transfer": (Path("transfer") / "transfer_model", Path("transfer") / "transfer_tensorboards")}
-MAIN_STAGE = "main"
 LAST_SUFFIX, BEST_SUFFIX = "_last.pth", "_best.pth"
 
 _STUDENT_NAME = re.compile(r"^(?P<distill>.+?)_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_T_(?P<model_t>.+)"
@@ -38,6 +38,14 @@ _TEACHER_NAME = re.compile(r"^(?P<stem>.+?)_vanilla(?:_trial_(?P<trial>.+))?$")
 _TRANSFER_NAME = re.compile(r"^transfer_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_from_(?P<source>.+)"
                             r"_trial_(?P<trial>[^_]+)$")
 _EPOCH_CHECKPOINT = re.compile(r"ckpt_epoch_(\d+)\.pth")
+
+
+class Stage(StrEnum):
+    """A training stage: the main one, or a method's pre-training of its own modules (abound, factor,
+    fsp). Checkpoints record its value under 'stage' ('main' or 'init'; none: main)."""
+
+    MAIN = "main"
+    INIT = "init"
 
 
 def student_folder_name(distill: str, dataset: str, model_s: str, model_t: str, gamma: float, alpha: float,
@@ -117,17 +125,19 @@ def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def metrics_file(run_dir: Path, stage: str) -> Path:
+def metrics_file(run_dir: Path, stage: Stage) -> Path:
     """metrics.csv for the main stage, metrics_<stage>.csv for a pre-training stage."""
-    return run_dir / ("metrics.csv" if stage == MAIN_STAGE else f"metrics_{stage}.csv")
+    return run_dir / ("metrics.csv" if stage == Stage.MAIN else f"metrics_{Stage(stage).value}.csv")
 
 
-def checkpoint_stage(state: dict[str, Any]) -> str:
-    """The training stage a checkpoint was written in (checkpoints from before stages existed: main)."""
-    return state.get("stage", MAIN_STAGE)
+def checkpoint_stage(state: dict[str, Any]) -> Stage | None:
+    """The training stage a checkpoint was written in (checkpoints from before stages existed: main;
+    None for a value no stage has)."""
+    value = state.get("stage", Stage.MAIN.value)
+    return Stage(value) if value in set(Stage) else None
 
 
-def resumes_stage(state: dict[str, Any] | None, stage: str) -> bool:
+def resumes_stage(state: dict[str, Any] | None, stage: Stage) -> bool:
     """Whether ``state`` (a checkpoint to resume, or None) continues ``stage``."""
     return state is not None and checkpoint_stage(state) == stage
 
@@ -146,7 +156,7 @@ def ensure_writable(folder: Path) -> None:
 
 def is_finished(state: dict[str, Any], epochs: int) -> bool:
     """A checkpoint of a finished run: main stage, ``epochs`` epochs done, not stopped mid-epoch."""
-    return (checkpoint_stage(state) == MAIN_STAGE and int(state.get("epoch", 0)) >= epochs
+    return (checkpoint_stage(state) == Stage.MAIN and int(state.get("epoch", 0)) >= epochs
             and not state.get("partial"))
 
 

@@ -13,7 +13,7 @@ from helper import distributed
 from helper.checkpoint import options_to_dict
 from helper.loop import FitConfig, FitResult, Task, fit
 from helper.options import COMPILE_MIN_STEPS
-from helper.run_folder import RunPlan, discard_lone_record
+from helper.run_folder import RunPlan, Stage, discard_lone_record
 from helper.runlock import claim_run_folder
 from helper.util import configure_threads, resolve_device, set_seed
 
@@ -168,14 +168,14 @@ def train_or_describe(opt: argparse.Namespace, plan: RunPlan,
 
 def run_stage(task: Task, optimizer: torch.optim.Optimizer, train_loader: Any, test_loader: Any,
               opt: argparse.Namespace, run_dir: Path, tb_dir: Path | None, model_name: str, arch: str,
-              resume: dict[str, Any] | None, *, stage: str = "main", epochs: int | None = None,
+              resume: dict[str, Any] | None, *, stage: Stage = Stage.MAIN, epochs: int | None = None,
               learning_rate: float | None = None, validate: bool = True,
               extra: dict[str, Any] | None = None) -> FitResult:
     """Run one training stage of a run through the shared loop with the run's flags."""
     config = FitConfig(
         epochs=epochs if epochs is not None else opt.epochs,
         learning_rate=(learning_rate if learning_rate is not None else opt.learning_rate) * lr_factor(opt),
-        lr_decay_epochs=opt.lr_decay_epochs_list if stage == "main" else [],
+        lr_decay_epochs=opt.lr_decay_epochs_list if stage == Stage.MAIN else [],
         lr_decay_rate=opt.lr_decay_rate, run_dir=run_dir, tb_dir=tb_dir, model_name=model_name,
         checkpoint_extra={"arch": arch, "opt": options_to_dict(opt), **(extra or {})},
         print_freq=opt.print_freq, tb_freq=opt.tb_freq, save_freq=opt.save_freq, stage=stage,

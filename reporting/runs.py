@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from distiller_zoo import METHODS
-from helper.run_folder import (KIND_FOLDERS, LAST_SUFFIX, MAIN_STAGE, best_checkpoints, checkpoint_stage,
+from helper.run_folder import (KIND_FOLDERS, LAST_SUFFIX, Stage, best_checkpoints, checkpoint_stage,
                                epoch_checkpoints, is_last_checkpoint, last_checkpoints, metrics_file,
                                parse_folder_name)
 from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
@@ -332,7 +332,7 @@ def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, f
               from_checkpoint: bool = False) -> dict[str, Any]:
     """Epochs done and planned, best and last test accuracy (from the checkpoint when ``from_checkpoint``
     or when metrics.csv has none), whether the checkpoint is mid-epoch."""
-    stage_main = checkpoint_stage(state) == MAIN_STAGE
+    stage_main = checkpoint_stage(state) == Stage.MAIN
     if state and "epoch" in state:
         epochs_done = int(state["epoch"]) if stage_main else 0
     else:
@@ -358,7 +358,7 @@ def _against_checkpoint(rows: list[dict[str, float]], state: dict[str, Any], che
     """metrics.csv checked against the run's last checkpoint: (the rows up to its epoch, whether best and
     last must come from the checkpoint because the file stops before it)."""
     if (not rows or checkpoint_path is None or not is_last_checkpoint(checkpoint_path)
-            or checkpoint_stage(state) != MAIN_STAGE or _number(state.get("epoch")) is None):
+            or checkpoint_stage(state) != Stage.MAIN or _number(state.get("epoch")) is None):
         return rows, False
     saved, logged = int(state["epoch"]), int(rows[-1]["epoch"])
     if logged < saved:
@@ -399,7 +399,7 @@ def read_run(run_dir: Path, kind: str, notices: list[str] | None = None) -> Run 
     """Read one run folder; None when it holds neither metrics nor a checkpoint, or neither can be read.
     Each file that cannot be read, or read only in part, adds one line to ``notices``."""
     notices = [] if notices is None else notices
-    metrics_path, metrics_problems, state_problems = metrics_file(run_dir, MAIN_STAGE), [], []
+    metrics_path, metrics_problems, state_problems = metrics_file(run_dir, Stage.MAIN), [], []
     rows = read_metrics(metrics_path, metrics_problems)
     checkpoint_path = _checkpoint_file(run_dir)
     state = _load_state(checkpoint_path, state_problems)
@@ -453,7 +453,7 @@ def scan(save_folder: Path, notices: list[str] | None = None) -> list[Run]:
             folders += [(child, kind) for child in sorted(parent.iterdir()) if child.is_dir()]
     transfer = save_folder / "transfer"
     if transfer.is_dir():
-        candidates = {path.parent for pattern in (metrics_file(Path(), MAIN_STAGE).name, f"*{LAST_SUFFIX}")
+        candidates = {path.parent for pattern in (metrics_file(Path(), Stage.MAIN).name, f"*{LAST_SUFFIX}")
                       for path in transfer.rglob(pattern)}
         folders += [(folder, "transfer") for folder in sorted(candidates)]
     found: list[str] = []

@@ -81,7 +81,7 @@ def checkpoint_epoch(run: dict[str, Any]) -> tuple[int, bool] | None:
     """(epochs done, finished) from the run's last checkpoint; None without one."""
     from helper.checkpoint import load_checkpoint
     from helper.errors import UserError
-    from helper.run_folder import MAIN_STAGE, checkpoint_stage, is_finished, last_checkpoint
+    from helper.run_folder import Stage, checkpoint_stage, is_finished, last_checkpoint
 
     path = last_checkpoint(Path(run["run_dir"]), run["model_name"])
     if not path.is_file():
@@ -90,7 +90,7 @@ def checkpoint_epoch(run: dict[str, Any]) -> tuple[int, bool] | None:
         state = load_checkpoint(path, mmap=True)
     except UserError:
         return 0, False
-    done = int(state.get("epoch", 0)) if checkpoint_stage(state) == MAIN_STAGE else 0
+    done = int(state.get("epoch", 0)) if checkpoint_stage(state) == Stage.MAIN else 0
     return done, is_finished(state, int(run["epochs"]))
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helper.run_folder import (best_checkpoint, epoch_checkpoint, epoch_checkpoints, is_finished, last_checkpoint,
+from helper.run_folder import (Stage, best_checkpoint, checkpoint_stage, epoch_checkpoint, epoch_checkpoints, is_finished, last_checkpoint,
                                metrics_file, parse_folder_name, resumes_stage, run_folder, student_folder_name,
                                teacher_folder_name, transfer_folder_name)
 
@@ -40,14 +40,16 @@ def test_checkpoint_names_and_stages(tmp_path: Path) -> None:
     assert run_dir == tmp_path / "student" / "student_model" / "run"
     assert last_checkpoint(run_dir, "resnet8").name == "resnet8_last.pth"
     assert best_checkpoint(run_dir, "resnet8").name == "resnet8_best.pth"
-    assert metrics_file(run_dir, "main").name == "metrics.csv"
-    assert metrics_file(run_dir, "init").name == "metrics_init.csv"
+    assert metrics_file(run_dir, Stage.MAIN).name == "metrics.csv"
+    assert metrics_file(run_dir, Stage.INIT).name == "metrics_init.csv"
     run_dir.mkdir(parents=True)
     for epoch in (40, 120, 80):
         epoch_checkpoint(run_dir, epoch).touch()
     (run_dir / "ckpt_epoch_x.pth").touch()
     assert [epoch for epoch, _ in epoch_checkpoints(run_dir)] == [120, 80, 40]
-    assert resumes_stage({"epoch": 3}, "main") and not resumes_stage(None, "main")
-    assert resumes_stage({"stage": "init"}, "init") and not resumes_stage({"stage": "init"}, "main")
+    # checkpoints store the stage's value; those from before stages existed are of the main stage
+    assert resumes_stage({"epoch": 3}, Stage.MAIN) and not resumes_stage(None, Stage.MAIN)
+    assert resumes_stage({"stage": "init"}, Stage.INIT) and not resumes_stage({"stage": "init"}, Stage.MAIN)
+    assert checkpoint_stage({"stage": "main"}) is Stage.MAIN and checkpoint_stage({"stage": "other"}) is None
     assert is_finished({"epoch": 5, "stage": "main"}, 5) and not is_finished({"epoch": 5, "stage": "init"}, 5)
     assert not is_finished({"epoch": 5, "partial": {"step": 1}}, 5)

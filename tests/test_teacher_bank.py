@@ -55,7 +55,7 @@ def test_loader_view_ids_reproduce_its_images() -> None:
     labels = torch.arange(16) % 10
     loader, _ = make_loaders(type("Data", (), {"train_images": split, "train_labels": labels, "test_images": split,
                                                "test_labels": labels, "mean": MEAN, "std": STD})(), 8, "cpu", seed=3)
-    loader.yield_view_ids = True
+    loader.with_view_ids()
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (MEAN, STD))
     for batch, _, index in loader.iterate(2):
         samples, views = index[:, 0], index[:, 1]

@@ -12,7 +12,7 @@ import torch
 from dataset.build import build_data
 from helper import distributed
 from helper.loop import FitResult, Task
-from helper.run_folder import MAIN_STAGE, RunPlan, record_run, resolve_resume
+from helper.run_folder import RunPlan, Stage, record_run, resolve_resume
 from helper.runner import run_stage, setup
 
 
@@ -33,12 +33,12 @@ class RunInputs:
 
 @dataclass
 class StagePlan:
-    """One training stage: its task and optimizer, and for a pre-training stage ('init') its own
+    """One training stage: its task and optimizer, and for a pre-training stage (Stage.INIT) its own
     epochs and learning rate, without validation, tensorboard or a learning-rate schedule."""
 
     task: Task
     optimizer: torch.optim.Optimizer
-    stage: str = MAIN_STAGE
+    stage: Stage = Stage.MAIN
     epochs: int | None = None
     learning_rate: float | None = None
 
@@ -71,7 +71,7 @@ def train_run(opt: argparse.Namespace, plan: RunPlan, tensorboard_dir: Path,
     print(training.banner)
     result = None
     for stage in training.stages:
-        main = stage.stage == MAIN_STAGE
+        main = stage.stage == Stage.MAIN
         result = run_stage(stage.task, stage.optimizer, train_loader, test_loader if main else None, opt, run_dir,
                            tensorboard_dir if main else None, plan.model_name, plan.model_name, resume,
                            stage=stage.stage, epochs=stage.epochs, learning_rate=stage.learning_rate,

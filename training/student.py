@@ -34,7 +34,7 @@ from helper.loop import FitResult, validate
 from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, check_range,
                             finalize_training_args)
 from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
-from helper.run_folder import (MAIN_STAGE, RunPlan, resumes_stage, run_folder, student_folder_name,
+from helper.run_folder import (RunPlan, Stage, resumes_stage, run_folder, student_folder_name,
                                tensorboard_folder)
 from helper.runner import make_optimizer, prepare_model, setup, train_or_describe
 from models import all_model_dict
@@ -225,7 +225,8 @@ def assemble(opt: argparse.Namespace, plan: RunPlan | None, data: Any, train_loa
     student, teacher, method = build_models(opt, data, device)
     bank = (open_bank(teacher, method) if open_bank is not None
             else teacher_bank(opt, plan, data, teacher, device))
-    train_loader.yield_view_ids = bank is not None
+    if bank is not None:  # the task looks the teacher up by (sample, view)
+        train_loader.with_view_ids()
     forward_teacher = teacher if bank is not None else teacher_for_forward(teacher, opt, device, method.teacher_mode)
     return StudentRun(opt, device, student, teacher, method, bank, forward_teacher)
 
@@ -234,10 +235,11 @@ def init_stage(run: StudentRun, opt: argparse.Namespace, device: torch.device) -
     """The method's pre-training stage (abound/factor/fsp): only its init modules train, at its own
     learning rate, for --init_epochs."""
     task = DistillTask(run.student, run.forward_teacher, run.method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
-                       stage="init")
+                       stage=Stage.INIT)
     params = [p for module in task.init_modules for p in module.parameters()]
     learning_rate = run.method.init_learning_rate(opt)
-    return StagePlan(task, make_optimizer(params, opt, device, learning_rate), "init", opt.init_epochs, learning_rate)
+    return StagePlan(task, make_optimizer(params, opt, device, learning_rate), Stage.INIT, opt.init_epochs,
+                     learning_rate)
 
 
 def bank_spec(plan: RunPlan, data: Any, teacher: torch.nn.Module, device: torch.device, amp: str) -> BankSpec:
@@ -335,7 +337,7 @@ def build_training(inputs: RunInputs) -> Training:
               f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {inputs.plan.run_dir}")
 
     def stages() -> Iterator[StagePlan]:
-        if run.method.init_stage and opt.init_epochs > 0 and not resumes_stage(inputs.resume, MAIN_STAGE):
+        if run.method.init_stage and opt.init_epochs > 0 and not resumes_stage(inputs.resume, Stage.MAIN):
             yield init_stage(run, opt, device)
         task, optimizer = run.main_task()
         yield StagePlan(task, optimizer)
