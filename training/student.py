@@ -73,12 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return finalize_student_args(build_parser().parse_args(argv))
+@dataclass
+class TeacherCheckpoint:
+    """The --path_t checkpoint as ``finalize_student_args`` read it: its contents (``state``; None once
+    the teacher is built from it) and where it comes from (helper.provenance.checkpoint_source: its
+    architecture, classes and content digest)."""
+
+    state: dict[str, Any] | None
+    source: dict[str, Any]
 
 
-def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
+class StudentOptions(argparse.Namespace):
+    """train_student.py's options: what ``vars`` shows, checkpoints record under 'opt' and runs compare.
+    The teacher checkpoint they name is held beside them (``teacher``, a slot: never an option)."""
+
+    __slots__ = ("teacher",)
+    teacher: TeacherCheckpoint
+
+
+def parse_args(argv: list[str] | None = None) -> StudentOptions:
+    return finalize_student_args(build_parser().parse_args(argv, namespace=StudentOptions()))
+
+
+def finalize_student_args(opt: argparse.Namespace) -> StudentOptions:
     """Validate flags, fill the method's default weights and find the teacher's architecture."""
+    opt = opt if isinstance(opt, StudentOptions) else StudentOptions(**vars(opt))
     if opt.model_s not in all_model_dict:
         raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, all_model_dict)}"
                         f" Choose one of: {', '.join(all_model_dict)}.")
@@ -100,13 +119,14 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
         warnings.warn("-r, -a and -b are all 0: the student receives no training signal.", stacklevel=2)
     check_model_for_dataset(opt.model_s, opt.dataset, "--model_s")
     # --print_run_dir maps the file instead of reading it: only the arch (or the weights' shapes) is needed
-    opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT,
-                                        mmap=opt.print_run_dir)
-    opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
+    teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT,
+                                    mmap=opt.print_run_dir)
+    opt.model_t = teacher_arch(opt.path_t, teacher_state)
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
-    opt.teacher_source = checkpoint_source(opt.path_t, opt.teacher_state, opt.model_t,
-                                           classifier_classes(opt.teacher_state, opt.model_t))
-    check_source_fits(opt.teacher_source, opt.dataset, CLASS_COUNTS.get(opt.dataset), "--path_t")
+    teacher_source = checkpoint_source(opt.path_t, teacher_state, opt.model_t,
+                                       classifier_classes(teacher_state, opt.model_t))
+    check_source_fits(teacher_source, opt.dataset, CLASS_COUNTS.get(opt.dataset), "--path_t")
+    opt.teacher = TeacherCheckpoint(teacher_state, teacher_source)
     return opt
 
 
@@ -127,7 +147,7 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
     the run is: its settings (all but other methods' flags), the teacher's content digest and the
     data's when it is known without loading it (dataset/digest.py)."""
     settings = training_settings(opt, unused_method_flags(opt.distill), teacher_mode=METHODS[opt.distill].teacher_mode)
-    identity = run_identity("train_student", settings, opt.teacher_source, known_content(opt.dataset, opt.data_folder))
+    identity = run_identity("train_student", settings, opt.teacher.source, known_content(opt.dataset, opt.data_folder))
     return RunPlan(run_folder(opt.save_folder, "student", run_name(opt)), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 
@@ -142,11 +162,12 @@ def feature_shapes(model: torch.nn.Module, preact: bool, device: torch.device, s
     return [f.shape for f in feats]
 
 
-def load_teacher(opt: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
+def load_teacher(opt: StudentOptions, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The teacher of --path_t (loaded with strict=True), frozen, on ``device`` (not compiled: the
-    training step runs ``teacher_for_forward``'s copy)."""
+    training step runs ``teacher_for_forward``'s copy). The checkpoint's contents are let go."""
     teacher = all_model_dict[opt.model_t](num_classes=num_classes)
-    load_weights(teacher, opt.teacher_state, opt.path_t, opt.model_t, "--path_t")
+    load_weights(teacher, opt.teacher.state, opt.path_t, opt.model_t, "--path_t")
+    opt.teacher.state = None
     teacher.eval().requires_grad_(False)
     return prepare_model(teacher, opt, device, trained=False, compile=False)
 
@@ -165,13 +186,11 @@ def teacher_for_forward(teacher: torch.nn.Module, opt: argparse.Namespace, devic
     return prepare_model(folded, opt, device, trained=False)
 
 
-def build_models(opt: argparse.Namespace, data: Any, device: torch.device
+def build_models(opt: StudentOptions, data: Any, device: torch.device
                  ) -> tuple[torch.nn.Module, torch.nn.Module, Distiller]:
     """Teacher (from --path_t, frozen), a fresh student, and the --distill method's modules
     (the student's and the method's BatchNorm over all ranks with --sync_bn)."""
     teacher = load_teacher(opt, data.num_classes, device)
-    for not_an_option in ("teacher_state", "teacher_source"):  # keep them out of the saved options
-        opt.__dict__.pop(not_an_option, None)
     student = prepare_model(all_model_dict[opt.model_s](num_classes=data.num_classes), opt, device)
     method_class = METHODS[opt.distill]
     size = opt.image_size or 32
@@ -305,7 +324,7 @@ def teacher_bank_job(opt: argparse.Namespace) -> tuple[tuple[Any, ...], tuple[st
     when this run reads none (--teacher_bank off, or a method, loader or dataset a bank cannot serve)."""
     if opt.teacher_bank == "off" or why_no_bank(opt):
         return None
-    key = (opt.teacher_source["digest"], opt.dataset, str(Path(opt.data_folder).resolve()),
+    key = (opt.teacher.source["digest"], opt.dataset, str(Path(opt.data_folder).resolve()),
            str(Path(opt.save_folder).resolve()), opt.amp)
     return key, bank_outputs(opt)
 
