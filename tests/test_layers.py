@@ -79,3 +79,23 @@ def test_no_package_import_cycles() -> None:
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _package_graph() -> dict[str, set[str]]:
+    packages: dict[str, set[str]] = {name: set() for name in PACKAGES}
+    for name, deps in import_graph().items():
+        top = name.split(".")[0]
+        packages[top].update(dep.split(".")[0] for dep in deps if dep.split(".")[0] != top)
+    return packages
+
+
+def test_layers_point_one_way() -> None:
+    """training/ (what the entry scripts run) sits above the methods and models, which sit above the
+    shared loop and data (helper/, dataset/); the offline tools (analysis/, reporting/) sit beside
+    the entry scripts and nothing imports them or training/."""
+    packages = _package_graph()
+    assert packages["training"] <= {"crd", "dataset", "distiller_zoo", "helper", "models"}
+    for below in ("crd", "dataset", "distiller_zoo", "helper", "models"):
+        assert not packages[below] & {"training", "analysis", "reporting"}, below
+    for loop_and_data in ("helper", "dataset"):
+        assert not packages[loop_and_data] & {"distiller_zoo", "crd"}, loop_and_data
