@@ -485,7 +485,8 @@ class StageRun:
                    "epoch_seconds", *self.loss_columns, *scalars]
         filename = metrics_file(self.config.run_dir, self.config.stage).name
         if self.main_rank:
-            self.logger = RunLogger(self.config.run_dir, self.config.tb_dir if self.config.stage == Stage.MAIN else None,
+            main = self.config.stage == Stage.MAIN
+            self.logger = RunLogger(self.config.run_dir, self.config.tb_dir if main else None,
                                     columns, resume_epoch=self.resume_epoch, filename=filename)
 
     def finish_epoch(self, epoch: int, meters: EpochMeters, started: float) -> FitResult:

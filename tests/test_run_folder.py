@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from helper.run_folder import (Stage, best_checkpoint, checkpoint_stage, epoch_checkpoint, epoch_checkpoints, is_finished, last_checkpoint,
-                               metrics_file, parse_folder_name, resumes_stage, run_folder, student_folder_name,
-                               teacher_folder_name, transfer_folder_name)
+from helper.run_folder import (Stage, best_checkpoint, checkpoint_stage, epoch_checkpoint, epoch_checkpoints,
+                               is_finished, last_checkpoint, metrics_file, parse_folder_name, resumes_stage, run_folder,
+                               student_folder_name, teacher_folder_name, transfer_folder_name)
 
 
 @pytest.mark.parametrize("distill, model_s, model_t", [("kd", "resnet8x4", "resnet32x4"),
