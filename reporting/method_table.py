@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 
 from distiller_zoo import METHODS, Distiller
+from distiller_zoo.base import PRESETS, Preset, method_label
+from helper.optimizers import OPTIMIZERS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PAIRS = ("resnet32x4->resnet8x4", "wrn_40_2->wrn_16_2", "resnet56->resnet20", "vgg13->vgg8")
@@ -26,8 +28,13 @@ def _flags(method: type[Distiller]) -> str:
     return " ".join(f"`{flag.name}`" for flag in method.flags) or "-"
 
 
+def _presets_of(key: str) -> list[Preset]:
+    return [preset for preset in PRESETS.values() if preset.method == key]
+
+
 def methods_table() -> str:
-    """One row per method: name, key (and earlier names), paper, default weights, own flags."""
+    """One row per method: name, key (and earlier names), paper, default weights, own flags; a preset
+    (``--distill dot``) follows its method, with its optimizer's paper and flags."""
     rows = ["| method | `--distill` | paper | defaults | flags |", "|---|---|---|---|---|"]
     for key, method in METHODS.items():
         keys = " ".join(f"`{name}`" for name in (key, *method.aliases))
@@ -35,6 +42,11 @@ def methods_table() -> str:
         if method.sweep_with_kd:
             name += f" (+KD: `-a 1`)"
         rows.append(f"| {name} | {keys} | {method.paper} | `{_weights(method)}` | {_flags(method)} |")
+        for preset in _presets_of(key):
+            optimizer = OPTIMIZERS[preset.optimizer]
+            flags = " ".join(f"`--{flag}`" for flag in optimizer.flags)
+            rows.append(f"| {method_label(preset.name)} | `{preset.name}` (= `{key} --optimizer {preset.optimizer}`) "
+                        f"| {optimizer.paper} | `{_weights(method)}` | {flags or '-'} |")
     return "\n".join(rows)
 
 
@@ -42,11 +54,13 @@ def published_table() -> str:
     """The authors' published CIFAR-100 top-1 (%) for the four standard pairs (not our runs)."""
     header = "| method (published) | " + " | ".join(pair.replace("->", " → ") for pair in PAIRS) + " |"
     rows = [header, "|---|" + "---|" * len(PAIRS)]
-    for method in METHODS.values():
+    for key, method in METHODS.items():
         label_numbers = {}
         for pair, value in method.published.items():
             name, _, variant = pair.partition("+")  # "resnet32x4->resnet8x4+KD" is the +KD row
             label_numbers.setdefault(method.label(alpha=1.0) if variant else method.label(), {})[name] = value
+        for preset in _presets_of(key):
+            label_numbers[method_label(preset.name)] = dict(preset.published)
         for label, numbers in label_numbers.items():
             if any(pair in numbers for pair in PAIRS):
                 cells = " | ".join(f"{numbers[pair]:.2f}" if pair in numbers else "-" for pair in PAIRS)

@@ -44,10 +44,10 @@ def settings_from_options(opt: dict[str, Any]) -> dict[str, Any]:
 def _other_methods_flags(method_key: Any) -> set[str]:
     """Option names declared only by methods other than ``method_key`` (KD's flags, used by every
     method's KD term, are kept); empty for an unknown method."""
-    from distiller_zoo import METHODS
-    from distiller_zoo.base import unused_method_flags
+    from distiller_zoo.base import split_method_name, unused_method_flags
 
-    return unused_method_flags(method_key) if method_key in METHODS else set()
+    split = split_method_name(method_key) if isinstance(method_key, str) else None
+    return unused_method_flags(split[0]) if split is not None else set()
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
