@@ -11,7 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
-from distiller_zoo import METHODS, Distiller
+from distiller_zoo import METHODS, Distiller, table_names
 from distiller_zoo.base import PRESETS, Preset, method_label
 from helper.optimizers import OPTIMIZERS
 
@@ -28,40 +28,48 @@ def _flags(method: type[Distiller]) -> str:
     return " ".join(f"`{flag.name}`" for flag in method.flags) or "-"
 
 
-def _presets_of(key: str) -> list[Preset]:
-    return [preset for preset in PRESETS.values() if preset.method == key]
+def _preset_row(preset: Preset) -> str:
+    """A preset's row: its label, name and spelling, its optimizer's paper and flags, its method's weights."""
+    method, optimizer = METHODS[preset.method], OPTIMIZERS[preset.optimizer]
+    flags = " ".join(f"`--{flag}`" for flag in optimizer.flags) or "-"
+    return (f"| {method_label(preset.name)} | `{preset.name}` (= `{preset.method} --optimizer {preset.optimizer}`) "
+            f"| {optimizer.paper} | `{_weights(method)}` | {flags} |")
 
 
 def methods_table() -> str:
-    """One row per method: name, key (and earlier names), paper, default weights, own flags; a preset
-    (``--distill dot``) follows its method, with its optimizer's paper and flags."""
+    """One row per method: name, key (and earlier names), paper, default weights, own flags; one per
+    preset (``--distill dot``), with its optimizer's paper and flags."""
     rows = ["| method | `--distill` | paper | defaults | flags |", "|---|---|---|---|---|"]
-    for key, method in METHODS.items():
+    for key in table_names():
+        if key in PRESETS:
+            rows.append(_preset_row(PRESETS[key]))
+            continue
+        method = METHODS[key]
         keys = " ".join(f"`{name}`" for name in (key, *method.aliases))
         name = method.display_name or key
         if method.sweep_with_kd:
             name += f" (+KD: `-a 1`)"
         rows.append(f"| {name} | {keys} | {method.paper} | `{_weights(method)}` | {_flags(method)} |")
-        for preset in _presets_of(key):
-            optimizer = OPTIMIZERS[preset.optimizer]
-            flags = " ".join(f"`--{flag}`" for flag in optimizer.flags)
-            rows.append(f"| {method_label(preset.name)} | `{preset.name}` (= `{key} --optimizer {preset.optimizer}`) "
-                        f"| {optimizer.paper} | `{_weights(method)}` | {flags or '-'} |")
     return "\n".join(rows)
+
+
+def _published(key: str) -> dict[str, dict[str, float]]:
+    """{row label: {pair: top-1}} of a method ('CRD' and 'CRD+KD' rows) or a preset ('KD+DOT')."""
+    if key in PRESETS:
+        return {method_label(key): dict(PRESETS[key].published)}
+    method, label_numbers = METHODS[key], {}
+    for pair, value in method.published.items():
+        name, _, variant = pair.partition("+")  # "resnet32x4->resnet8x4+KD" is the +KD row
+        label_numbers.setdefault(method.label(alpha=1.0) if variant else method.label(), {})[name] = value
+    return label_numbers
 
 
 def published_table() -> str:
     """The authors' published CIFAR-100 top-1 (%) for the four standard pairs (not our runs)."""
     header = "| method (published) | " + " | ".join(pair.replace("->", " → ") for pair in PAIRS) + " |"
     rows = [header, "|---|" + "---|" * len(PAIRS)]
-    for key, method in METHODS.items():
-        label_numbers = {}
-        for pair, value in method.published.items():
-            name, _, variant = pair.partition("+")  # "resnet32x4->resnet8x4+KD" is the +KD row
-            label_numbers.setdefault(method.label(alpha=1.0) if variant else method.label(), {})[name] = value
-        for preset in _presets_of(key):
-            label_numbers[method_label(preset.name)] = dict(preset.published)
-        for label, numbers in label_numbers.items():
+    for key in table_names():
+        for label, numbers in _published(key).items():
             if any(pair in numbers for pair in PAIRS):
                 cells = " | ".join(f"{numbers[pair]:.2f}" if pair in numbers else "-" for pair in PAIRS)
                 rows.append(f"| {label} | {cells} |")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from distiller_zoo import METHODS
-from distiller_zoo.base import PRESETS, run_method_name, split_method_name
+from distiller_zoo import METHODS, table_names
+from distiller_zoo.base import run_method_name, split_method_name
 from distiller_zoo.base import method_label as registry_label
 from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
                                     identity_settings, read_run_record, same_settings, settings_differences,
@@ -369,13 +369,12 @@ def method_label(method: str, alpha: float | None) -> str:
 
 def paper_columns() -> list[str]:
     """The method columns of the paper-layout table, in the registry's order (KEY+KD after KEY
-    for the methods swept with a KD term too; a preset's, e.g. KD+DOT, after its method's)."""
+    for the methods swept with a KD term too; a preset's, e.g. KD+DOT, in its place)."""
     columns = []
-    for key, method in METHODS.items():
-        columns.append(method.label())
-        if method.sweep_with_kd:
-            columns.append(method.label(alpha=1.0))
-        columns += [registry_label(preset.name) for preset in PRESETS.values() if preset.method == key]
+    for key in table_names():
+        columns.append(registry_label(key))
+        if key in METHODS and METHODS[key].sweep_with_kd:
+            columns.append(registry_label(key, alpha=1.0))
     return columns
 
 

@@ -43,13 +43,11 @@ def _sh(command: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.registry
 def test_method_names_and_weights_come_from_the_registry() -> None:
-    from distiller_zoo import METHODS
-    from distiller_zoo.base import PRESETS
+    from distiller_zoo import METHODS, table_names
 
     table = dict(sweep.method_table())
-    expected_names = [name for key, method in METHODS.items()
-                      for name in ([key, f"{key}+kd"] if method.sweep_with_kd else [key])
-                      + [preset.name for preset in PRESETS.values() if preset.method == key]]
+    expected_names = [name for key in table_names()
+                      for name in ([key, f"{key}+kd"] if key in METHODS and METHODS[key].sweep_with_kd else [key])]
     assert list(table) == expected_names
     script = (f'SCRIPT_DIR={SCRIPTS}; ROOT={REPO}; . "$SCRIPT_DIR/common.sh"; load_methods; '
               'for m in $ALL_METHODS; do echo "$m $(method_flags "$m")"; done')
