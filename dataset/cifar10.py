@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from dataset.base import DatasetError, ImageData
+from dataset.base import ImageData, ensure_downloaded
 from dataset.cifar100 import MEAN as CIFAR100_MEAN
 from dataset.cifar100 import STD as CIFAR100_STD
 from dataset.cifar100 import read_cifar_pickle
@@ -32,26 +32,11 @@ def _missing_message(root: Path, detail: str) -> str:
             f"torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
 
 
-def _download(root: Path) -> None:
-    """Fetch and extract the archive with torchvision (which checks its MD5); DatasetError when offline."""
-    import torchvision.datasets
-
-    try:
-        torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
-    except Exception as error:
-        raise DatasetError(_missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
-
-
 def load_cifar10(data_folder: str | Path, download: bool = True) -> ImageData:
     """Load CIFAR-10 (50,000 train in 5 batches / 10,000 test, 10 classes); download it when absent."""
     root = Path(data_folder).expanduser()
     files = [root / FOLDER / name for name in (*TRAIN_FILES, TEST_FILE)]
-    if not all(path.is_file() for path in files):
-        if not download:
-            raise DatasetError(_missing_message(root, "download disabled"))
-        _download(root)
-        if not all(path.is_file() for path in files):
-            raise DatasetError(_missing_message(root, "the download finished but the files are still missing"))
+    ensure_downloaded(files, root, download, _missing_message, "CIFAR10", train=True)
     parts = [read_cifar_pickle(path, "labels", NUM_CLASSES, "CIFAR-10", URL) for path in files]
     train_images = torch.cat([images for images, _ in parts[:-1]])
     train_labels = torch.cat([labels for _, labels in parts[:-1]])

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataset.base import DatasetError, ImageData
+from dataset.base import DatasetError, ImageData, ensure_downloaded
 
 FOLDER = "cifar-100-python"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -56,26 +56,11 @@ def _read_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return read_cifar_pickle(path, "fine_labels", NUM_CLASSES, "CIFAR-100", URL)
 
 
-def _download(root: Path) -> None:
-    """Fetch and extract the archive with torchvision (which checks its MD5); DatasetError when offline."""
-    import torchvision.datasets
-
-    try:
-        torchvision.datasets.CIFAR100(root=str(root), train=True, download=True)
-    except Exception as error:
-        raise DatasetError(_missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
-
-
 def load_cifar100(data_folder: str | Path, download: bool = True) -> ImageData:
     """Load CIFAR-100 (50,000 train / 10,000 test, 100 fine classes); download it when absent."""
     root = Path(data_folder).expanduser()
     files = [root / FOLDER / "train", root / FOLDER / "test"]
-    if not all(path.is_file() for path in files):
-        if not download:
-            raise DatasetError(_missing_message(root, "download disabled"))
-        _download(root)
-        if not all(path.is_file() for path in files):
-            raise DatasetError(_missing_message(root, "the download finished but the files are still missing"))
+    ensure_downloaded(files, root, download, _missing_message, "CIFAR100", train=True)
     train_images, train_labels = _read_split(files[0])
     test_images, test_labels = _read_split(files[1])
     return ImageData("cifar100", NUM_CLASSES, MEAN, STD, train_images, train_labels, test_images, test_labels)

@@ -229,6 +229,12 @@ NCE_T = Flag("--nce_t", 0.07, "CRD temperature; with --dcd_fixed_tau, DCD's fixe
 INIT_EPOCHS = Flag("--init_epochs", 30, "epochs of the init stage, before the main one", minimum=0)
 
 
+def warmup_factor(epoch: int, warmup_epochs: int) -> float:
+    """The weight of a loss that ramps in over ``warmup_epochs`` (a method's ``warmup_flag``): min(epoch /
+    warmup, 1) with the 1-based epoch (mdistiller's trainers); 1 when warmup is 0."""
+    return min(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
+
+
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``-h`` group per set of methods sharing flags: e.g. 'FitNet' holds --hint_layer and
     'CRD, RRD' holds --nce_k. Flags are declared by the method files (``flags``)."""
