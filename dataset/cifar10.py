@@ -6,6 +6,7 @@ here reproduces theirs).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from dataset.base import ImageData, ensure_downloaded
 from dataset.cifar100 import MEAN as CIFAR100_MEAN
 from dataset.cifar100 import STD as CIFAR100_STD
-from dataset.cifar100 import read_cifar_pickle
+from dataset.cifar100 import missing_cifar_message, read_cifar_pickle
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision's, checked against its MD5
@@ -25,11 +26,8 @@ STD = CIFAR100_STD
 NUM_CLASSES = 10
 
 
-def _missing_message(root: Path, detail: str) -> str:
-    return (f"CIFAR-10 not found: expected the official python version at {root / FOLDER}/ (data_batch_1 ... "
-            f"data_batch_5, test_batch; {detail}). Download {URL} (MD5 {MD5}) and extract it into {root} "
-            f"(e.g. `mkdir -p {root} && curl -L {URL} | tar -xz -C {root}`), or run with network access so that "
-            f"torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
+_missing_message = functools.partial(missing_cifar_message, "CIFAR-10", FOLDER,
+                                     "data_batch_1 ... data_batch_5, test_batch", URL, md5=MD5)
 
 
 def load_cifar10(data_folder: str | Path, download: bool = True) -> ImageData:

@@ -1,6 +1,7 @@
 """CIFAR-100 from the official python pickles: ``<data_folder>/cifar-100-python/{train,test}``."""
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,18 @@ STD = (0.2675, 0.2565, 0.2761)
 NUM_CLASSES = 100
 
 
-def _missing_message(root: Path, detail: str) -> str:
-    return (f"CIFAR-100 not found: expected the official python version at {root / FOLDER}/train and "
-            f"{root / FOLDER}/test ({detail}). Download {URL} and extract it into {root} "
-            f"(e.g. `mkdir -p {root} && curl -L {URL} | tar -xz -C {root}`), or run with network access "
-            f"so that torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
+def missing_cifar_message(name: str, folder: str, files: str, url: str, root: Path, detail: str,
+                          md5: str | None = None) -> str:
+    """One paragraph: the official python version of CIFAR ``name`` is not in ``root/folder`` (``detail``),
+    and how to get it there."""
+    checksum = f" (MD5 {md5})" if md5 else ""
+    return (f"{name} not found: expected the official python version at {root / folder}/ ({files}; {detail}). "
+            f"Download {url}{checksum} and extract it into {root} (e.g. `mkdir -p {root} && curl -L {url} | tar "
+            f"-xz -C {root}`), or run with network access so that torchvision downloads it, or point --data_folder "
+            f"at the folder that holds {folder}/.")
+
+
+_missing_message = functools.partial(missing_cifar_message, "CIFAR-100", FOLDER, "train, test", URL)
 
 
 def read_cifar_pickle(path: Path, label_key: str, num_classes: int, dataset: str,
