@@ -20,8 +20,8 @@ from dataset.build import build_data
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS, BankSpec, TeacherBank, bank_blocker, data_digest, decide, \
     is_built, open_or_build
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
-from distiller_zoo.base import (PRESETS, add_method_arguments, apply_preset, check_method_arguments, recorded_settings,
-                                run_method_name, unused_method_flags)
+from distiller_zoo.base import (PRESETS, add_method_arguments, check_method_arguments, recorded_settings,
+                                resolve_distill, run_method_name, unused_method_flags)
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError, did_you_mean, report_user_errors
@@ -77,7 +77,7 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     if opt.model_s not in all_model_dict:
         raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, all_model_dict)}"
                         f" Choose one of: {', '.join(all_model_dict)}.")
-    apply_preset(opt)
+    resolve_distill(opt)
     method = METHODS[opt.distill]
     check_method_arguments(opt)
     check_optimizer_args(opt)

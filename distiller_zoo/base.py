@@ -321,7 +321,7 @@ def register_preset(preset: Preset) -> Preset:
     return preset
 
 
-def apply_preset(opt: argparse.Namespace) -> None:
+def resolve_distill(opt: argparse.Namespace) -> None:
     """``--distill NAME`` -> ``opt.distill`` = the method's key, and for a preset ``opt.optimizer`` =
     its optimizer (refusing another --optimizer)."""
     method = resolve_method(opt.distill)
