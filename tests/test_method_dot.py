@@ -421,3 +421,23 @@ def test_methods_train_with_dot(key: str, cifar_folder: Path, tmp_path: Path) ->
     assert state["opt"]["optimizer"] == "dot" and float(metrics_rows(run)[0][key]) > 0
     kinds = [set(buffers) for buffers in state["optimizer"]["state"].values()]
     assert {"momentum_buffer", "momentum_kd_buffer"} in kinds
+
+
+def test_the_summary_pools_both_spellings_and_names_the_optimizer(tmp_path: Path) -> None:
+    """A run of --distill dot from before the flag, one of --distill kd --optimizer dot and one of crd with DOT:
+    the first two are trials of one KD+DOT experiment, the third is CRD+DOT, and plain KD stays apart."""
+    from reporting.runs import group_runs, scan
+    from test_summary import student_run
+
+    def run(name: str, trial: int, best: float, **opt: str) -> None:
+        folder = student_run(tmp_path, name, "resnet8x4", "resnet32x4", 0.1, 0.9, 0, trial, [best - 1, best])
+        state = torch.load(folder / "resnet8x4_last.pth", weights_only=True)
+        state["opt"].update(opt)
+        torch.save(state, folder / "resnet8x4_last.pth")
+
+    run("dot", 1, 75.0)
+    run("dot", 2, 76.0, distill="kd", optimizer="dot")
+    run("crd_dot", 1, 74.0, distill="crd", optimizer="dot")
+    run("kd", 1, 73.0, optimizer="sgd")
+    groups = {group.first.label: [r.trial for r in group.runs] for group in group_runs(scan(tmp_path))}
+    assert groups == {"KD+DOT": ["1", "2"], "CRD+KD+DOT": ["1"], "KD": ["1"]}
