@@ -23,12 +23,14 @@ from dataset.digest import known_content
 from dataset.teacher_bank import (AUTO_BUILD_MIN_EPOCHS, BankSpec, BuildStopped, TeacherBank, bank_blocker,
                                   check_request, data_digest, decide, is_built, open_or_build)
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
-from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method, unused_method_flags
+from distiller_zoo.base import (PRESETS, add_method_arguments, check_method_arguments, recorded_settings,
+                                resolve_distill, run_method_name, unused_method_flags)
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import validate
+from helper.optimizers import add_optimizer_args, check_optimizer_args, unused_optimizer_settings
 from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
                             finalize_training_args, resolve_resume)
 from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--path_t", type=str, default=None,
                         help="teacher checkpoint (.pth with a 'model' key; required), e.g. "
                              "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth")
-    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
+    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join([*METHODS, *PRESETS])}")
     parser.add_argument("-r", "--gamma", type=float, default=None,
                         help="weight of the cross-entropy term (default: the method's; kd 0.1, others 1)")
     parser.add_argument("-a", "--alpha", type=float, default=None,
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--beta", type=float, default=None,
                         help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
     add_method_arguments(parser)
+    add_optimizer_args(parser)
     add_training_args(parser, learning_rate=None, trial="1")
     parser.add_argument("--teacher_bank", choices=["auto", "on", "off"], default="auto",
                         help="look the frozen teacher's outputs up in a bank of every (training image, crop/flip view) "
@@ -77,11 +80,10 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     if opt.model_s not in all_model_dict:
         raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, all_model_dict)}"
                         f" Choose one of: {', '.join(all_model_dict)}.")
-    method = resolve_method(opt.distill)
-    if method.key != opt.distill:
-        print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")
-        opt.distill = method.key
+    resolve_distill(opt)
+    method = METHODS[opt.distill]
     check_method_arguments(opt)
+    check_optimizer_args(opt)
     finalize_training_args(opt, opt.model_s)  # every range checked before anything is loaded
     check_request(opt.teacher_bank, opt.build_teacher_bank, why_no_bank(opt))
     if opt.path_t is None:
@@ -112,17 +114,20 @@ def teacher_arch(path: str, state: dict[str, Any]) -> str:
 
 
 def run_name(opt: argparse.Namespace) -> str:
-    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it."""
-    return (f"{opt.distill}_{opt.dataset}_S_{opt.model_s}_T_{opt.model_t}_r_{opt.gamma:g}_a_{opt.alpha:g}"
-            f"_b_{opt.beta:g}_trial_{opt.trial}")
+    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it
+    (<distill>: 'crd_dot' for --distill crd --optimizer dot, 'dot' for KD's)."""
+    return (f"{run_method_name(opt.distill, opt.optimizer)}_{opt.dataset}_S_{opt.model_s}_T_{opt.model_t}"
+            f"_r_{opt.gamma:g}_a_{opt.alpha:g}_b_{opt.beta:g}_trial_{opt.trial}")
 
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/student/student_model/<run_name>, its checkpoint name and epochs, and what
-    the run is: its settings (all but other methods' flags), the teacher's content digest and the
-    data's when it is known without loading it (dataset/digest.py)."""
-    settings = training_settings(opt, unused_method_flags(opt.distill), teacher_mode=METHODS[opt.distill].teacher_mode)
-    identity = run_identity("train_student", settings, opt.teacher_source, known_content(opt.dataset, opt.data_folder))
+    the run is: its settings (all but other methods' and optimizers' flags), the teacher's content
+    digest and the data's when it is known without loading it (dataset/digest.py)."""
+    settings = training_settings(opt, unused_method_flags(opt.distill) | unused_optimizer_settings(opt),
+                                 teacher_mode=METHODS[opt.distill].teacher_mode)
+    identity = run_identity("train_student", recorded_settings(settings), opt.teacher_source,
+                            known_content(opt.dataset, opt.data_folder))
     return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 
@@ -183,11 +188,12 @@ def build_models(opt: argparse.Namespace, data: Any, device: torch.device
 
 def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Distiller, opt: argparse.Namespace,
                device: torch.device, bank: TeacherBank | None = None) -> tuple[DistillTask, torch.optim.Optimizer]:
-    """The main-stage training step and its optimizer (student + the method's trainable modules; SGD
-    unless the method supplies its own)."""
+    """The main-stage training step and its --optimizer over the student's and the method's trainable
+    parameters."""
     task = DistillTask(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
                       logit_stand=opt.logit_stand, bank=bank)
-    optimizer = method.make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
+    optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device,
+                               name=opt.optimizer)
     return task, optimizer
 
 
@@ -282,8 +288,9 @@ def train(opt: argparse.Namespace, plan: RunPlan) -> float:
     bank = teacher_bank(opt, plan, data, teacher, device)
     train_loader.yield_view_ids = bank is not None
     teacher_acc = validate(teacher, test_loader)["test_acc1"]
-    print(f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
-          f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {run_dir}")
+    print(f"{run_method_name(opt.distill, opt.optimizer)}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> "
+          f"{opt.model_s} on {opt.dataset}, r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> "
+          f"{run_dir}")
     extra = {"model_t": opt.model_t, "teacher_acc": teacher_acc, "run": record}
     forward_teacher = teacher if bank is not None else teacher_for_forward(teacher, opt, device, method.teacher_mode)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import LOGIT_STAND, DistillContext, Distiller, Features, Flag, register
+from distiller_zoo.base import LOGIT_STAND, DistillContext, Distiller, Features, Flag, register, warmup_factor
 from distiller_zoo.kd import normalize
 
 __all__ = ["dkd_loss", "dkd_per_sample"]
@@ -51,11 +51,6 @@ def dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alp
              temperature: float) -> Tensor:
     """``dkd_per_sample`` averaged over the batch (the official dkd_loss). Shapes: (B, C), (B, C), (B,) -> scalar."""
     return dkd_per_sample(logits_student, logits_teacher, target, alpha, beta, temperature).mean()
-
-
-def warmup_factor(epoch: int, warmup_epochs: int) -> float:
-    """min(epoch / warmup, 1) with the 1-based epoch (mdistiller's trainer); 1 when warmup is 0."""
-    return min(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
 
 
 @register

@@ -17,9 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register
+from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register, warmup_factor
 from helper.errors import UserError
-from helper.loop import Progress
 
 __all__ = ["ABF", "hcl_loss"]
 
@@ -146,14 +145,10 @@ class ReviewKD(Distiller):
             results.insert(0, output)
         return results
 
-    def warmup_factor(self, progress: Progress) -> float:
-        """min(epoch / warm-up epochs, 1), epoch 1-based (mdistiller), 1 without warm-up."""
-        return min(progress.epoch / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0
-
     def loss(self, features: Features) -> Tensor:
         reviewed = self.review([as_map(f) for f in features.student[1:]])
         teacher = [as_map(f) for f in features.teacher[1:]]
-        return self.warmup_factor(features.progress) * hcl_loss(reviewed, teacher)
+        return warmup_factor(features.progress.epoch, self.warmup_epochs) * hcl_loss(reviewed, teacher)
 
 
 def check_review_pair(student: list[tuple[int, ...]], teacher: list[tuple[int, ...]], opt: object) -> None:

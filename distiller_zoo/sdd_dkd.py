@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Features, register
-from distiller_zoo.dkd import DecoupledKD, dkd_per_sample, warmup_factor
+from distiller_zoo.base import DistillContext, Features, register, warmup_factor
+from distiller_zoo.dkd import DecoupledKD, dkd_per_sample
 from distiller_zoo.sdd_kd import SDD_COMPLEMENTARY_WEIGHT, SDD_MAX_SCALE, ScaleDecoupledBase, region_weights
 
 __all__ = ["sdd_dkd_loss"]

@@ -11,7 +11,9 @@ import argparse
 import re
 from pathlib import Path
 
-from distiller_zoo import METHODS, Distiller
+from distiller_zoo import METHODS, Distiller, table_names
+from distiller_zoo.base import PRESETS, Preset, method_label
+from helper.optimizers import OPTIMIZERS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PAIRS = ("resnet32x4->resnet8x4", "wrn_40_2->wrn_16_2", "resnet56->resnet20", "vgg13->vgg8")
@@ -26,10 +28,23 @@ def _flags(method: type[Distiller]) -> str:
     return " ".join(f"`{flag.name}`" for flag in method.flags) or "-"
 
 
+def _preset_row(preset: Preset) -> str:
+    """A preset's row: its label, name and spelling, its optimizer's paper and flags, its method's weights."""
+    method, optimizer = METHODS[preset.method], OPTIMIZERS[preset.optimizer]
+    flags = " ".join(f"`--{flag}`" for flag in optimizer.flags) or "-"
+    return (f"| {method_label(preset.name)} | `{preset.name}` (= `{preset.method} --optimizer {preset.optimizer}`) "
+            f"| {optimizer.paper} | `{_weights(method)}` | {flags} |")
+
+
 def methods_table() -> str:
-    """One row per method: name, key (and earlier names), paper, default weights, own flags."""
+    """One row per method: name, key (and earlier names), paper, default weights, own flags; one per
+    preset (``--distill dot``), with its optimizer's paper and flags."""
     rows = ["| method | `--distill` | paper | defaults | flags |", "|---|---|---|---|---|"]
-    for key, method in METHODS.items():
+    for key in table_names():
+        if key in PRESETS:
+            rows.append(_preset_row(PRESETS[key]))
+            continue
+        method = METHODS[key]
         keys = " ".join(f"`{name}`" for name in (key, *method.aliases))
         name = method.display_name or key
         if method.sweep_with_kd:
@@ -38,16 +53,23 @@ def methods_table() -> str:
     return "\n".join(rows)
 
 
+def _published(key: str) -> dict[str, dict[str, float]]:
+    """{row label: {pair: top-1}} of a method ('CRD' and 'CRD+KD' rows) or a preset ('KD+DOT')."""
+    if key in PRESETS:
+        return {method_label(key): dict(PRESETS[key].published)}
+    method, label_numbers = METHODS[key], {}
+    for pair, value in method.published.items():
+        name, _, variant = pair.partition("+")  # "resnet32x4->resnet8x4+KD" is the +KD row
+        label_numbers.setdefault(method.label(alpha=1.0) if variant else method.label(), {})[name] = value
+    return label_numbers
+
+
 def published_table() -> str:
     """The authors' published CIFAR-100 top-1 (%) for the four standard pairs (not our runs)."""
     header = "| method (published) | " + " | ".join(pair.replace("->", " → ") for pair in PAIRS) + " |"
     rows = [header, "|---|" + "---|" * len(PAIRS)]
-    for method in METHODS.values():
-        label_numbers = {}
-        for pair, value in method.published.items():
-            name, _, variant = pair.partition("+")  # "resnet32x4->resnet8x4+KD" is the +KD row
-            label_numbers.setdefault(method.label(alpha=1.0) if variant else method.label(), {})[name] = value
-        for label, numbers in label_numbers.items():
+    for key in table_names():
+        for label, numbers in _published(key).items():
             if any(pair in numbers for pair in PAIRS):
                 cells = " | ".join(f"{numbers[pair]:.2f}" if pair in numbers else "-" for pair in PAIRS)
                 rows.append(f"| {label} | {cells} |")

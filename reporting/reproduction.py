@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distiller_zoo import METHODS
+from distiller_zoo.base import PRESETS, split_method_name
 from helper.options import SMALL_LR_ARCHS
 from helper.published_teachers import FETCH_SCRIPT, RECORD_FILE, conflicts_with_table, published_by_digest
 from reporting.run_settings import SHORT_DIGEST, teacher_cell
@@ -84,11 +85,16 @@ def verdict(published: float, interval: tuple[float, float] | None) -> str:
 
 def published_student(run: Run) -> float | None:
     """The authors' CIFAR-100 number for this run's method, pair and KD variant; None where there is none."""
-    method = METHODS.get(run.method)
-    if method is None or run.dataset != PUBLISHED_DATASET:
+    split = split_method_name(run.method)
+    if split is None or run.dataset != PUBLISHED_DATASET:
         return None
+    method = METHODS[split[0]]
     with_kd = method.default_alpha == 0 and (run.alpha or 0) > 0
-    return method.published.get(f"{run.teacher}->{run.student}" + ("+KD" if with_kd else ""))
+    if run.method in PRESETS:
+        published = PRESETS[run.method].published
+    else:
+        published = method.published if split[1] == "sgd" else {}
+    return published.get(f"{run.teacher}->{run.student}" + ("+KD" if with_kd else ""))
 
 
 def teacher_records(run: Run) -> list[Path]:

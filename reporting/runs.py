@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from distiller_zoo import METHODS
+from distiller_zoo import METHODS, table_names
+from distiller_zoo.base import run_method_name, split_method_name
+from distiller_zoo.base import method_label as registry_label
 from reporting.run_settings import (describe_differences, describe_settings, distinguishing_settings,
                                     identity_settings, read_run_record, same_settings, settings_differences,
                                     settings_from_options, teacher_cell, with_data_digest)
@@ -28,8 +30,8 @@ PAPER_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", 
                ("vgg13", "MobileNetV2"), ("ResNet50", "MobileNetV2"), ("ResNet50", "vgg8"),
                ("resnet32x4", "ShuffleV1"), ("resnet32x4", "ShuffleV2"), ("wrn_40_2", "ShuffleV1")]
 KINDS = ("student", "vanilla", "transfer")
-STUDENT_FOLDER = re.compile(r"^(?P<distill>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_T_(?P<model_t>.+)"
-                            r"_r_(?P<gamma>[^_]+)_a_(?P<alpha>[^_]+)_b_(?P<beta>[^_]+)_trial_(?P<trial>.+)$")
+STUDENT_FOLDER = re.compile(r"^(?P<distill>[A-Za-z0-9_]+?)_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)"
+                            r"_T_(?P<model_t>.+)_r_(?P<gamma>[^_]+)_a_(?P<alpha>[^_]+)_b_(?P<beta>[^_]+)_trial_(?P<trial>.+)$")
 TEACHER_FOLDER = re.compile(r"^(?P<stem>.+?)_vanilla(?:_trial_(?P<trial>.+))?$")
 TRANSFER_FOLDER = re.compile(r"^transfer_(?P<dataset>[A-Za-z0-9]+)_S_(?P<model_s>.+?)_from_(?P<source>.+)"
                              r"_trial_(?P<trial>[^_]+)$")
@@ -44,7 +46,8 @@ class Run:
     dataset: str
     teacher: str                    # teacher arch ('-' for vanilla runs; the source's teacher for transfer)
     student: str                    # the trained (or transferred) model's arch
-    method: str                     # --distill key, 'vanilla', or the transferred student's key
+    method: str                     # --distill key ('crd_dot', 'dot': with --optimizer dot), 'vanilla', or the
+                                    # transferred student's
     gamma: float | None = None
     alpha: float | None = None
     beta: float | None = None
@@ -325,8 +328,8 @@ def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], nam
 
     if kind == "student":
         weights = [_number(pick(key)) for key in ("gamma", "alpha", "beta")]
-        return str(pick("model_t", state.get("model_t", "?"))), str(pick("model_s", "?")), str(pick("distill", "?")), \
-            weights
+        method = run_method_name(str(pick("distill", "?")), opt.get("optimizer"))
+        return str(pick("model_t", state.get("model_t", "?"))), str(pick("model_s", "?")), method, weights
     if kind == "vanilla":  # trained here, or a published checkpoint (no options, no metrics)
         published = bool(state) and not rows and "opt" not in state
         return "-", str(pick("model", state.get("arch", "?"))), "published" if published else "vanilla", [None] * 3
@@ -485,28 +488,29 @@ def scan(save_folder: Path, notices: list[str] | None = None) -> list[Run]:
 # grouping and labels
 
 def method_label(method: str, alpha: float | None) -> str:
-    """The papers' name of a --distill key ('crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD');
-    'vanilla', 'published' and unknown keys stay as they are."""
-    return METHODS[method].label(alpha or 0.0) if method in METHODS else method
+    """The papers' name of a --distill key ('crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD'; 'crd_dot' ->
+    'CRD+DOT'); 'vanilla', 'published' and unknown keys stay as they are."""
+    return registry_label(method, alpha or 0.0)
 
 
 def paper_columns() -> list[str]:
     """The method columns of the paper-layout table, in the registry's order (KEY+KD after KEY
-    for the methods swept with a KD term too)."""
+    for the methods swept with a KD term too; a preset's, e.g. KD+DOT, in its place)."""
     columns = []
-    for method in METHODS.values():
-        columns.append(method.label())
-        if method.sweep_with_kd:
-            columns.append(method.label(alpha=1.0))
+    for key in table_names():
+        columns.append(registry_label(key))
+        if key in METHODS and METHODS[key].sweep_with_kd:
+            columns.append(registry_label(key, alpha=1.0))
     return columns
 
 
 def is_canonical(method: str, gamma: float | None, alpha: float | None, beta: float | None) -> bool:
     """The weights of the paper tables: the method's defaults (kd: -r 0.1 -a 0.9 -b 0), or, for a
     method without a KD term, the same plus -a 1 (the +KD rows)."""
-    if method not in METHODS:
+    split = split_method_name(method)
+    if split is None:
         return False
-    cls = METHODS[method]
+    cls = METHODS[split[0]]
     if (gamma, beta) != (cls.default_gamma, cls.default_beta):
         return False
     return alpha == cls.default_alpha or (cls.default_alpha == 0 and alpha == 1.0)

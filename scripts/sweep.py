@@ -50,17 +50,20 @@ RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
 
 def method_table() -> list[tuple[str, str]]:
     """(name, flags) of every method a sweep can run, in registry order: each key with its default
-    weights, followed by KEY+kd (-a 1) for the methods marked ``sweep_with_kd``."""
-    from distiller_zoo import METHODS
+    weights, followed by KEY+kd (-a 1) for the methods marked ``sweep_with_kd``; a preset (``dot``:
+    KD with --optimizer dot) with its method's weights."""
+    from distiller_zoo import METHODS, table_names
+    from distiller_zoo.base import resolve_method
 
     def flags(key: str, gamma: float, alpha: float, beta: float) -> str:
         return f"--distill {key} -r {gamma:g} -a {alpha:g} -b {beta:g}"
 
     rows = []
-    for key, method in METHODS.items():
-        rows.append((key, flags(key, method.default_gamma, method.default_alpha, method.default_beta)))
-        if method.sweep_with_kd:
-            rows.append((f"{key}+kd", flags(key, method.default_gamma, 1.0, method.default_beta)))
+    for name in table_names():
+        method = resolve_method(name)
+        rows.append((name, flags(name, method.default_gamma, method.default_alpha, method.default_beta)))
+        if name in METHODS and method.sweep_with_kd:
+            rows.append((f"{name}+kd", flags(name, method.default_gamma, 1.0, method.default_beta)))
     return rows
 
 
