@@ -160,12 +160,6 @@ class DOT(Distiller):
     default_gamma = 0.1
     default_alpha = 0.9
     default_beta = 0.0
-    # CIFAR-100 top-1 (%) of KD+DOT from the DOT paper's CIFAR-100 table (the official mdistiller README
-    # repeats it)
-    published = {
-        "resnet32x4->resnet8x4": 75.12,
-        "vgg13->vgg8": 73.77,
-        "resnet32x4->ShuffleV2": 75.55}
     uses_features = False
     has_method_loss = False
 

@@ -32,6 +32,7 @@ NOT_TRAINING = frozenset({
     "build_teacher_bank",
     "path_t", "path_s",  # the checkpoint itself is recorded by its content (digest), not by its path
     "lr_decay_epochs_list",  # derived from --lr_decay_epochs
+    "recipe", "recipe_record",  # the recipe is recorded apart (run_identity): its settings are the run's
 })
 # Settings that tell trials of one experiment apart: they never split a group of runs.
 IDENTITY_EXCLUDED = frozenset({"seed", "trial"})
@@ -114,10 +115,14 @@ def code_version() -> str:
         return "unknown"
 
 
-def run_identity(script: str, settings: dict[str, Any], source: dict[str, Any] | None) -> dict[str, Any]:
+def run_identity(script: str, settings: dict[str, Any], source: dict[str, Any] | None,
+                 recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run is asked to be, known before any data is loaded: the script, its settings and
-    its source checkpoint ('teacher': the teacher, or for a transfer the student it starts from)."""
-    return {"format": RECORD_FORMAT, "script": script, "settings": settings, "teacher": source}
+    its source checkpoint ('teacher': the teacher, or for a transfer the student it starts from);
+    for a run of a published recipe (--recipe) also its name, the flags it applied and the flags
+    given otherwise ('departures'). Runs compare by settings and teacher, not by recipe."""
+    identity = {"format": RECORD_FORMAT, "script": script, "settings": settings, "teacher": source}
+    return identity if recipe is None else {**identity, "recipe": recipe}
 
 
 def complete_record(identity: dict[str, Any], train_size: int, test_size: int, num_classes: int) -> dict[str, Any]:

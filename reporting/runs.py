@@ -62,6 +62,7 @@ class Run:
     teacher_path: str | None = None
     teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
     settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
+    recipe: dict[str, Any] | None = None   # the run record's recipe entry (train_student.py --recipe)
 
     @property
     def unfinished(self) -> bool:
@@ -320,7 +321,8 @@ def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any]) -> di
     return {"settings": settings, "recorded": True, "settings_changed": changed,
             "teacher_acc": teacher_acc if teacher_acc is not None else _number(teacher.get("accuracy")),
             "teacher_digest": teacher.get("digest"), "teacher_path": teacher.get("path"),
-            "teacher_dataset": teacher.get("dataset")}
+            "teacher_dataset": teacher.get("dataset"),
+            "recipe": record.get("recipe") if isinstance(record.get("recipe"), dict) else None}
 
 
 def read_run(run_dir: Path, kind: str) -> Run | None:
