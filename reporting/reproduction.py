@@ -289,7 +289,7 @@ def markdown_row(row: Comparison) -> list[str]:
     spread = "-" if values["best_min"] is None else f"{values['best_min']:.2f}-{values['best_max']:.2f}"
     interval = "-" if row.interval is None else f"[{row.interval[0]:.2f}, {row.interval[1]:.2f}]"
     difference = "-" if row.difference is None else f"{row.difference:+.2f}"
-    verdict_cell = row.verdict + (" (teacher differs)" if row.protocol and not row.departs and row.best else "")
+    verdict_cell = row.verdict + (" (settings differ)" if row.protocol and not row.departs and row.best else "")
     differs = "; ".join(row.protocol) or ("as published" if row.best else "-")
     return [row.dataset, row.pair, row.method, f"{row.published:.2f}",
             f"{_mean_std_cell(values['best_mean'], values['best_std'])} ({row.n})", spread,

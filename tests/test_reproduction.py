@@ -1,5 +1,5 @@
-"""reporting.reproduction: the t interval against scipy, the verdict at its boundaries, the protocol
-check, the heat map."""
+"""reporting.reproduction: the t interval against scipy, the verdict at its boundaries, the match with
+the recipe cells (like with like), the table of one recipe file, the heat map."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from reporting.reproduction import (Comparison, heat_maps, is_published_teacher, protocol_differences,
-                                    published_student, t_interval, verdict)
-from reporting.runs import Run
+import recipes
+from reporting import reproduction
+from reporting.reproduction import (NO_COUNTERPART, Comparison, heat_maps, is_published_teacher, matching_cells,
+                                    protocol_differences, t_interval, verdict)
+from reporting.runs import Group, Run
 
 PROTOCOL = {"epochs": 240, "batch_size": 64, "learning_rate": 0.05, "logit_stand": False, "kd_T": 4.0}
+CRD_KD = recipes.find_cell("crd-cifar100/resnet32x4-resnet8x4/kd")
 
 
 @pytest.mark.parametrize("values", [[73.0, 73.5, 74.5], [70.0, 71.0], [76.1, 75.8, 76.3, 75.9, 76.2], [5.0, 5.0]])
@@ -48,19 +51,23 @@ def distill_run(student: str = "resnet8x4", method: str = "kd", weights: tuple =
                teacher_dataset=teacher_dataset, teacher_path=teacher_path)
 
 
+def differences(run: Run) -> list[str]:
+    (cell, _), = matching_cells(run)
+    return protocol_differences(run, cell)[0]
+
+
 def test_the_published_protocol_has_no_differences() -> None:
-    assert protocol_differences(distill_run()) == []
-    assert protocol_differences(distill_run("MobileNetV2", learning_rate=0.01)) == []
-    assert protocol_differences(distill_run(method="crd", weights=(1, 1, 0.8))) == []  # CRD+KD
+    assert differences(distill_run()) == []
+    assert differences(distill_run("ShuffleV2", learning_rate=0.01)) == []
+    assert differences(distill_run(method="crd", weights=(1, 1, 0.8))) == []  # CRD+KD
 
 
 @pytest.mark.parametrize("run, expected", [
-    (distill_run(epochs=1), ["epochs 1 (published 240)"]),
-    (distill_run(batch_size=128, learning_rate=0.1), ["batch_size 128 (published 64)",
-                                                       "learning_rate 0.1 (published 0.05)"]),
-    (distill_run("ShuffleV2"), ["learning_rate 0.05 (published 0.01)"]),
-    (distill_run(weights=(1, 1, 0)), ["weights -r 1 -a 1 -b 0 (not the method's defaults)"]),
-    (distill_run(logit_stand=True), ["--logit_stand"]),
+    (distill_run(epochs=1), ["epochs 1 (recipe 240)"]),
+    (distill_run(batch_size=128, learning_rate=0.1), ["batch_size 128 (recipe 64)", "learning_rate 0.1 (recipe 0.05)"]),
+    (distill_run("ShuffleV2"), ["learning_rate 0.05 (recipe 0.01)"]),
+    (distill_run(weights=(1, 1, 0)), ["alpha 1 (recipe 0.9)", "gamma 1 (recipe 0.1)"]),
+    (distill_run(logit_stand=True), ["logit_stand True (recipe False)"]),
     (distill_run(teacher_dataset="cifar100"), ["teacher 3f2a9c0d is not the published checkpoint"]),
     (distill_run(recorded=False, teacher_path="save/models/resnet32x4_vanilla/ckpt_epoch_240.pth"), []),
     (distill_run(recorded=False, teacher_path="save/models/resnet32x4_vanilla_trial_2/resnet32x4_best.pth"),
@@ -68,8 +75,8 @@ def test_the_published_protocol_has_no_differences() -> None:
     (distill_run(recorded=False), ["teacher file unknown"]),
 ], ids=["epochs", "batch_and_lr", "small_lr_student", "weights", "logit_stand", "own_teacher",
         "fetched_teacher_by_path", "other_teacher_by_path", "no_teacher_path"])
-def test_settings_that_differ_from_the_protocol_are_named(run: Run, expected: list[str]) -> None:
-    assert protocol_differences(run) == expected
+def test_settings_that_differ_from_the_recipe_are_named(run: Run, expected: list[str]) -> None:
+    assert differences(run) == expected
 
 
 def test_published_teacher_identified_by_record_or_path() -> None:
@@ -78,15 +85,55 @@ def test_published_teacher_identified_by_record_or_path() -> None:
     assert is_published_teacher(distill_run(recorded=False)) is None
 
 
-def test_published_numbers_per_method_pair_and_variant() -> None:
-    assert published_student(distill_run()) == 73.33
-    assert published_student(distill_run(method="crd", weights=(1, 0, 0.8))) == 75.51
-    assert published_student(distill_run(method="crd", weights=(1, 1, 0.8))) == 75.46  # the +KD row
-    assert published_student(distill_run(student="resnet8")) is None                   # no such pair
-    assert published_student(distill_run(method="kdsvd", weights=(1, 0, 1))) is None  # no published numbers
+def test_each_run_meets_the_cell_of_its_method_pair_and_variant() -> None:
+    assert [cell.published for cell, _ in matching_cells(distill_run())] == [73.33]
+    assert [cell.name for cell, _ in matching_cells(distill_run(method="crd", weights=(1, 0, 0.8)))] == \
+        ["crd-cifar100/resnet32x4-resnet8x4/crd"]
+    assert [cell.published for cell, _ in matching_cells(distill_run(method="crd", weights=(1, 1, 0.8)))] == [75.46]
+    assert matching_cells(distill_run(student="resnet8")) == []                      # no such pair
+    assert matching_cells(distill_run(method="kdsvd", weights=(1, 0, 1))) == []     # no published numbers
     other = distill_run()
     other.dataset = "cifar10"
-    assert published_student(other) is None
+    assert matching_cells(other) == []
+
+
+def dkd_run(beta: float, recipe: dict | None = None, **settings) -> Run:
+    run = distill_run("resnet20", "dkd", (1, 0, 1), dkd_beta=beta, dkd_alpha=1.0, dkd_T=4.0, dkd_warmup=20,
+                      **settings)
+    run.teacher, run.recipe = "resnet56", recipe
+    return run
+
+
+def test_dkd_at_the_default_beta_is_no_counterpart_of_the_published_number() -> None:
+    group = Group([dkd_run(8.0), dkd_run(8.0)])
+    group.runs[1].best_acc = group.runs[0].best_acc = 72.0
+    (row,) = reproduction.student_comparisons([group])
+    assert row.published == 71.97 and row.recipe == "dkd-cifar100/resnet56-resnet20/dkd"
+    assert row.protocol == ["dkd_beta 8 (recipe 2)"] and row.verdict == NO_COUNTERPART
+    assert "as published" not in reproduction.markdown_row(row)
+    group = Group([dkd_run(2.0), dkd_run(2.0)])
+    group.runs[0].best_acc, group.runs[1].best_acc = 71.0, 72.9
+    (matched,) = reproduction.student_comparisons([group])
+    assert matched.protocol == [] and matched.verdict == "consistent"
+    assert reproduction.markdown_row(matched)[-2:] == ["as published", "dkd-cifar100/resnet56-resnet20/dkd"]
+
+
+def test_a_recorded_recipe_chooses_the_cell() -> None:
+    recipe = {"name": "dkd-cifar100/resnet56-resnet20/dkd", "departures": {"epochs": {"given": 2, "recipe": 240}}}
+    (cell, found), = matching_cells(dkd_run(2.0, recipe, epochs=2))
+    assert cell.name == recipe["name"] and found == ["epochs 2 (recipe 240)"]
+    renamed = dkd_run(2.0, {"name": "dkd-cifar100/resnet56-resnet20/gone"})
+    assert [cell.name for cell, found in matching_cells(renamed) if not found] == [recipe["name"]]
+
+
+def test_table_report_lists_every_cell() -> None:
+    group = Group([dkd_run(2.0)])
+    group.runs[0].best_acc = group.runs[0].last_acc = 71.5
+    rows = reproduction.table_report([group], "dkd-cifar100")
+    assert len(rows) == len(recipes.load_table("dkd-cifar100").cells)
+    assert rows[0].recipe == "dkd-cifar100/resnet56-resnet20/dkd" and rows[0].best == [71.5]
+    assert {row.verdict for row in rows[1:]} == {"not run"}
+    assert reproduction.table_report([group], "crd-cifar100")[0].verdict == "not run"
 
 
 def test_heat_map_is_written_and_readable(tmp_path: Path) -> None:
