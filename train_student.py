@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train a cell of a published table, TABLE/TEACHER-STUDENT/METHOD (e.g. "
                              "dkd-cifar100/resnet56-resnet20/dkd): its dataset, student, method and settings, and "
                              "--path_t <save_folder>/models/<teacher>_vanilla/ckpt_epoch_240.pth unless given. Flags "
-                             "given as well win and are recorded as departures. Tables: python -m recipes --list")
+                             "given as well win and are recorded as departures (default: none, the flags alone). "
+                             "Tables: python -m recipes --list")
     add_distillation_arguments(parser)
     parser.add_argument("--teacher_bank", choices=["auto", "on", "off"], default="auto",
                         help="look the frozen teacher's outputs up in a bank of every (training image, crop/flip view) "

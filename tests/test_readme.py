@@ -33,7 +33,8 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 # repository's own modules (checked below) or outside tools
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
                   "--format": "reporting/summary.py",
-                  "--write": "reporting/method_table.py"}
+                  "--write": "reporting/method_table.py", "--list": "scripts/reproduce.sh",
+                  "--table": "reporting/reproduction.py"}
 
 
 def shell_lines(text: str = README) -> list[str]:
