@@ -3,6 +3,7 @@
     python -m recipes --list                      # every table: name, cells, title, source
     python -m recipes --cells dkd-cifar100        # the table's recipe names, one per line
     python -m recipes --estimate dkd-cifar100 --trials 3 [--epochs 1]   # the training time it takes
+    python -m recipes --cells crd-cifar100 --pairs resnet56:resnet20 --methods "kd crd+kd"   # some cells
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 
 import recipes
 from distiller_zoo import METHODS
-from helper.errors import report_user_errors
+from helper.errors import UserError, did_you_mean, report_user_errors
 
 # What the time estimate rests on: the step rates bench/RESULTS.md measured for kd (fp32, defaults,
 # batch 64) on its 2-core CPU, and each pair's cost in multiply-accumulates per image (teacher forward
@@ -60,19 +61,38 @@ def images_per_second(teacher: str, student: str) -> float:
     return calibration / step_cost(teacher, student)
 
 
-def estimate(table: recipes.Table, trials: int, epochs: int | None) -> str:
-    """A paragraph: the runs of ``table`` x ``trials`` and the hours they take on the benchmark machine."""
+def selected(table: recipes.Table, pairs: str = "", methods: str = "") -> list[recipes.Cell]:
+    """The cells of ``table`` whose pair is in ``pairs`` ('teacher:student ...') and method in
+    ``methods`` ('kd crd+kd ...'); empty strings select all. A name no cell has is refused."""
+    wanted_pairs = [tuple(pair.split(":", 1)) for pair in pairs.split()]
+    wanted_methods = methods.split()
+    known_pairs = {(cell.teacher, cell.student) for cell in table.cells}
+    known_methods = {cell.method for cell in table.cells}
+    for pair in wanted_pairs:
+        if pair not in known_pairs:
+            listed = " ".join(sorted(f"{teacher}:{student}" for teacher, student in known_pairs))
+            raise UserError(f"PAIRS: the table {table.name} has no pair '{':'.join(pair)}'; its pairs: {listed}.")
+    for method in wanted_methods:
+        if method not in known_methods:
+            raise UserError(f"METHODS: the table {table.name} has no method '{method}'."
+                            f"{did_you_mean(method, known_methods)} Its methods: {' '.join(sorted(known_methods))}.")
+    return [cell for cell in table.cells if (not wanted_pairs or (cell.teacher, cell.student) in wanted_pairs)
+            and (not wanted_methods or cell.method in wanted_methods)]
+
+
+def estimate(table: recipes.Table, cells: list[recipes.Cell], trials: int, epochs: int | None) -> str:
+    """A paragraph: ``cells`` x ``trials`` and the hours they take on the benchmark machine."""
     if table.dataset not in TRAIN_IMAGES:
         return f"No time estimate for {table.dataset}: the benchmark measured CIFAR only."
     hours = 0.0
-    for cell in table.cells:
+    for cell in cells:
         run_epochs = epochs or int(cell.expected()["epochs"])
         method = METHODS[cell.distill]
         if method.init_stage:
             run_epochs += int(cell.settings.get("init_epochs", cell.expected().get("init_epochs", 0)))
         hours += run_epochs * TRAIN_IMAGES[table.dataset] / images_per_second(cell.teacher, cell.student) / 3600
-    runs = len(table.cells) * trials
-    return (f"estimate: {runs} runs ({len(table.cells)} cells x {trials} trials), about {hours * trials:,.0f} "
+    runs = len(cells) * trials
+    return (f"estimate: {runs} runs ({len(cells)} cells x {trials} trials), about {hours * trials:,.0f} "
             f"device-hours on {MEASURED_ON}, from its measured kd step rates scaled by each pair's "
             "multiply-accumulates (teacher forward + 3 x student); rough: method overheads (e.g. CRD's "
             "+16%), a teacher bank and depthwise convolutions (MobileNetV2, ShuffleNet: slower than their "
@@ -99,13 +119,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=3, help="trials per cell (--estimate)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (--estimate; default: "
                         "the recipe's)")
+    parser.add_argument("--pairs", default="", help="only these pairs, e.g. 'resnet56:resnet20 vgg13:vgg8'")
+    parser.add_argument("--methods", default="", help="only these methods, e.g. 'kd crd+kd'")
     opt = parser.parse_args(argv)
     if opt.list:
         print(listing())
-    elif opt.cells:
-        print("\n".join(cell.name for cell in recipes.load_table(opt.cells).cells))
+        return
+    table = recipes.load_table(opt.cells or opt.estimate)
+    cells = selected(table, opt.pairs, opt.methods)
+    if opt.cells:
+        print("\n".join(cell.name for cell in cells))
     else:
-        print(estimate(recipes.load_table(opt.estimate), opt.trials, opt.epochs))
+        print(estimate(table, cells, opt.trials, opt.epochs))
 
 
 if __name__ == "__main__":

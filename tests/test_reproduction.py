@@ -149,3 +149,46 @@ def test_heat_map_is_written_and_readable(tmp_path: Path) -> None:
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 200
     assert image[..., :3].std() > 0.05  # not blank
     assert heat_maps(rows[3:], tmp_path / "none") == []  # teachers only: no map
+
+
+def recorded_dkd_run(save: Path, beta: float, trial: int, best: float, with_recipe: bool) -> None:
+    """A finished dkd resnet56 -> resnet20 run folder as train_student.py leaves it: run.json, metrics.csv
+    (2 epochs, the last one the best) and its last checkpoint, with --recipe or typed by hand."""
+    import json
+
+    import torch
+
+    cell = recipes.find_cell("dkd-cifar100/resnet56-resnet20/dkd")
+    settings = {**cell.expected(), "dkd_beta": beta, "seed": trial, "trial": str(trial)}
+    record = {"format": 1, "script": "train_student", "settings": settings,
+              "teacher": {"digest": "3f2a9c0d1e4b5a67", "arch": "resnet56", "dataset": None, "path": "t.pth"}}
+    if with_recipe:
+        departures = {} if beta == 2 else {"dkd_beta": {"given": beta, "recipe": 2.0}}
+        record["recipe"] = {"name": cell.name, "teacher": "resnet56", "settings": cell.flags(),
+                            "departures": departures}
+    run_dir = save / "student" / "student_model" / f"dkd_cifar100_S_resnet20_T_resnet56_r_1_a_0_b_1_trial_{trial}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (run_dir / "metrics.csv").write_text(f"epoch,test_acc1\n1,{best - 1}\n2,{best}\n")
+    torch.save({"model": {}, "epoch": 2, "best_acc": best, "opt": {**settings, "epochs": 2}, "run": record,
+                "model_t": "resnet56", "teacher_acc": 72.34, "stage": "main", "partial": None},
+               run_dir / "resnet20_last.pth")
+
+
+def test_a_save_tree_gives_the_table_of_one_recipe_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save = tmp_path / "save"
+    for trial, best in ((1, 71.5), (2, 72.0), (3, 72.5)):  # the recipe: beta 2, trained with --recipe
+        recorded_dkd_run(save, 2.0, trial, best, with_recipe=True)
+    for trial, best in ((4, 70.0), (5, 70.4)):  # typed by hand at the default beta 8
+        recorded_dkd_run(save, 8.0, trial, best, with_recipe=False)
+    reproduction.main([str(save), "--table", "dkd-cifar100"])
+    text = capsys.readouterr().out
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| cifar100 | ")]
+    recipe_rows, beta8 = rows[0], rows[1]  # no teacher row: the DKD table gives no teacher accuracies
+    assert recipe_rows[2:5] == ["DKD (dkd_beta=2)", "71.97", "72.00 ± 0.50 (3)"]
+    assert recipe_rows[-3:] == ["consistent", "as published", "dkd-cifar100/resnet56-resnet20/dkd |"]
+    assert beta8[2:5] == ["DKD (dkd_beta=8)", "71.97", "70.20 ± 0.28 (2)"]
+    assert beta8[-3:] == [NO_COUNTERPART, "dkd_beta 8 (recipe 2)", "dkd-cifar100/resnet56-resnet20/dkd |"]
+    others = rows[2:]
+    assert len(others) == 10 and {row[-3] for row in others} == {"not run"}
+    assert "| cifar100 | resnet32x4 -> resnet8x4 | DKD | 76.32 | - (0) |" in text
