@@ -78,7 +78,12 @@ def use_recipe(opt: argparse.Namespace, given: set[str]) -> None:
     cell = recipes.find_cell(opt.recipe)
     opt.recipe_record = recipes.apply(cell, opt, given)
     if opt.path_t is None:
-        opt.path_t = str(Path(opt.save_folder) / "models" / f"{cell.teacher}_vanilla" / "ckpt_epoch_240.pth")
+        opt.path_t = published_teacher_path(opt.save_folder, cell.teacher)
+
+
+def published_teacher_path(save_folder: str, arch: str) -> str:
+    """Where scripts/fetch_pretrained_teachers.sh puts the published ``arch`` teacher."""
+    return str(Path(save_folder) / "models" / f"{arch}_vanilla" / "ckpt_epoch_240.pth")
 
 
 def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
@@ -110,7 +115,7 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     if recipe and opt.model_t != recipe["teacher"]:
         raise UserError(f"--path_t '{opt.path_t}' is a {opt.model_t} teacher, but --recipe {recipe['name']} distils "
                         f"a {recipe['teacher']}. Pass a {recipe['teacher']} checkpoint, or drop --path_t to use "
-                        f"{Path(opt.save_folder) / 'models' / (recipe['teacher'] + '_vanilla') / 'ckpt_epoch_240.pth'}.")
+                        f"{published_teacher_path(opt.save_folder, recipe['teacher'])}.")
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
     opt.teacher_source = checkpoint_source(opt.path_t, opt.teacher_state, opt.model_t,
                                            classifier_classes(opt.teacher_state, opt.model_t))

@@ -336,7 +336,12 @@ def _percent(value: Any, where: str) -> float:
 # a run of a cell
 
 def same_value(first: Any, second: Any) -> bool:
-    """Equal settings (numbers by value: 2 and 2.0 are one setting)."""
+    """Equal settings (numbers by value: 2 and 2.0 are one setting; a list such as RepDistiller saved
+    --lr_decay_epochs in, [150, 180, 210], equals the flag's text '150,180,210')."""
+    if isinstance(first, list) != isinstance(second, list):
+        as_text = [",".join(map(str, value)) if isinstance(value, list) else str(value).replace(" ", "")
+                   for value in (first, second)]
+        return as_text[0] == as_text[1]
     numbers = (int, float)
     if isinstance(first, numbers) and isinstance(second, numbers) and not isinstance(first, bool) \
             and not isinstance(second, bool):

@@ -165,7 +165,8 @@ def test_a_malformed_recipe_file_is_refused(tmp_path: Path, text: str, message: 
 def test_recipe_path_adds_tables(fixture_table: Path, save: Path) -> None:
     assert "tiny-test" in recipes.tables()
     identity = plan_of(save, "--recipe", "tiny-test/resnet8-resnet8/crd+kd")
-    assert (identity["settings"]["epochs"], identity["settings"]["alpha"], identity["settings"]["beta"]) == (2, 1.0, 0.8)
+    settings = identity["settings"]
+    assert (settings["epochs"], settings["alpha"], settings["beta"]) == (2, 1.0, 0.8)
 
 
 def _reproduce(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -208,8 +209,10 @@ def test_dry_run_lists_the_runs_of_a_table(fixture_table: Path, tmp_path: Path) 
                      PAIRS="resnet56:resnet20 vgg13:MobileNetV2", METHODS="kd crd+kd")
     assert crd.returncode == 0, crd.stdout + crd.stderr
     assert sorted(Path(path).name for path in re.findall(r"^missing +(\S+)$", crd.stdout, re.M)) == [
-        "crd_cifar100_S_MobileNetV2_T_vgg13_r_1_a_1_b_0.8_trial_1", "crd_cifar100_S_resnet20_T_resnet56_r_1_a_1_b_0.8_trial_1",
-        "kd_cifar100_S_MobileNetV2_T_vgg13_r_0.1_a_0.9_b_0_trial_1", "kd_cifar100_S_resnet20_T_resnet56_r_0.1_a_0.9_b_0_trial_1"]
+        "crd_cifar100_S_MobileNetV2_T_vgg13_r_1_a_1_b_0.8_trial_1",
+        "crd_cifar100_S_resnet20_T_resnet56_r_1_a_1_b_0.8_trial_1",
+        "kd_cifar100_S_MobileNetV2_T_vgg13_r_0.1_a_0.9_b_0_trial_1",
+        "kd_cifar100_S_resnet20_T_resnet56_r_0.1_a_0.9_b_0_trial_1"]
     assert "estimate: 4 runs (4 cells x 1 trials)" in crd.stdout
     assert not runs.exists()  # a dry run creates nothing
     unknown = _reproduce("crd-cifar100", DRY_RUN="1", SAVE_FOLDER=str(save), METHODS="crdkd")

@@ -68,13 +68,15 @@ def test_the_published_protocol_has_no_differences() -> None:
     (distill_run("ShuffleV2"), ["learning_rate 0.05 (recipe 0.01)"]),
     (distill_run(weights=(1, 1, 0)), ["alpha 1 (recipe 0.9)", "gamma 1 (recipe 0.1)"]),
     (distill_run(logit_stand=True), ["logit_stand True (recipe False)"]),
+    (distill_run(lr_decay_epochs=[150, 180, 210]), []),  # RepDistiller saved the list it parsed
+    (distill_run(lr_decay_epochs="100,150"), ["lr_decay_epochs 100,150 (recipe 150,180,210)"]),
     (distill_run(teacher_dataset="cifar100"), ["teacher 3f2a9c0d is not the published checkpoint"]),
     (distill_run(recorded=False, teacher_path="save/models/resnet32x4_vanilla/ckpt_epoch_240.pth"), []),
     (distill_run(recorded=False, teacher_path="save/models/resnet32x4_vanilla_trial_2/resnet32x4_best.pth"),
      ["teacher is not the published checkpoint"]),
     (distill_run(recorded=False), ["teacher file unknown"]),
-], ids=["epochs", "batch_and_lr", "small_lr_student", "weights", "logit_stand", "own_teacher",
-        "fetched_teacher_by_path", "other_teacher_by_path", "no_teacher_path"])
+], ids=["epochs", "batch_and_lr", "small_lr_student", "weights", "logit_stand", "decay_list", "decay",
+        "own_teacher", "fetched_teacher_by_path", "other_teacher_by_path", "no_teacher_path"])
 def test_settings_that_differ_from_the_recipe_are_named(run: Run, expected: list[str]) -> None:
     assert differences(run) == expected
 
