@@ -23,19 +23,20 @@ from dataset.digest import known_content
 from dataset.teacher_bank import (AUTO_BUILD_MIN_EPOCHS, BankSpec, BuildStopped, TeacherBank, bank_blocker,
                                   check_request, data_digest, decide, is_built, open_or_build)
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
-from distiller_zoo.base import (PRESETS, add_method_arguments, check_method_arguments, recorded_settings,
+from distiller_zoo.base import (PRESETS, add_distillation_arguments, check_method_arguments, recorded_settings,
                                 resolve_distill, run_method_name, unused_method_flags)
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import validate
-from helper.optimizers import add_optimizer_args, check_optimizer_args, unused_optimizer_settings
-from helper.options import (HelpFormatter, RunPlan, add_training_args, check_model_for_dataset, check_range,
+from helper.optimizers import check_optimizer_args, unused_optimizer_settings
+from helper.options import (HelpFormatter, RunPlan, check_model_for_dataset, check_range, explicit_flags,
                             finalize_training_args, resolve_resume)
 from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
 from helper.runner import make_optimizer, prepare_model, record_run, run_stage, setup, train_or_describe
 from models import all_model_dict
+import recipes
 
 LOSS_WEIGHT_FLAGS = {"gamma": "-r", "alpha": "-a", "beta": "-b"}
 FETCH_HINT = ("Fetch the published CIFAR-100 teachers with `sh scripts/fetch_pretrained_teachers.sh`, or train one "
@@ -51,15 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="teacher checkpoint (.pth with a 'model' key; required), e.g. "
                              "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth")
     parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join([*METHODS, *PRESETS])}")
-    parser.add_argument("-r", "--gamma", type=float, default=None,
-                        help="weight of the cross-entropy term (default: the method's; kd 0.1, others 1)")
-    parser.add_argument("-a", "--alpha", type=float, default=None,
-                        help="weight of the KD term (default: the method's; kd 0.9, others 0)")
-    parser.add_argument("-b", "--beta", type=float, default=None,
-                        help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
-    add_method_arguments(parser)
-    add_optimizer_args(parser)
-    add_training_args(parser, learning_rate=None, trial="1")
+    parser.add_argument("--recipe", type=str, default=None,
+                        help="train a cell of a published table, TABLE/TEACHER-STUDENT/METHOD (e.g. "
+                             "dkd-cifar100/resnet56-resnet20/dkd): its dataset, student, method and settings, and "
+                             "--path_t <save_folder>/models/<teacher>_vanilla/ckpt_epoch_240.pth unless given. Flags "
+                             "given as well win and are recorded as departures (default: none, the flags alone). "
+                             "Tables: python -m recipes --list")
+    add_distillation_arguments(parser)
     parser.add_argument("--teacher_bank", choices=["auto", "on", "off"], default="auto",
                         help="look the frozen teacher's outputs up in a bank of every (training image, crop/flip view) "
                              "instead of running it each step (same training up to float rounding; methods that read "
@@ -72,7 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return finalize_student_args(build_parser().parse_args(argv))
+    opt = build_parser().parse_args(argv)
+    if opt.recipe is not None:
+        use_recipe(opt, explicit_flags(build_parser(), argv))
+    return finalize_student_args(opt)
+
+
+def use_recipe(opt: argparse.Namespace, given: set[str]) -> None:
+    """--recipe: the cell's flags where the command line gave none (recipes.apply), its published
+    teacher as --path_t unless given; the record of what it applied goes into the run's identity."""
+    cell = recipes.find_cell(opt.recipe)
+    opt.recipe_record = recipes.apply(cell, opt, given)
+    if opt.path_t is None:
+        opt.path_t = published_teacher_path(opt.save_folder, cell.teacher)
+
+
+def published_teacher_path(save_folder: str, arch: str) -> str:
+    """Where scripts/fetch_pretrained_teachers.sh puts the published ``arch`` teacher."""
+    return str(Path(save_folder) / "models" / f"{arch}_vanilla" / "ckpt_epoch_240.pth")
 
 
 def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
@@ -100,6 +116,11 @@ def finalize_student_args(opt: argparse.Namespace) -> argparse.Namespace:
     opt.teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT,
                                         mmap=opt.print_run_dir)
     opt.model_t = teacher_arch(opt.path_t, opt.teacher_state)
+    recipe = getattr(opt, "recipe_record", None)
+    if recipe and opt.model_t != recipe["teacher"]:
+        raise UserError(f"--path_t '{opt.path_t}' is a {opt.model_t} teacher, but --recipe {recipe['name']} distils "
+                        f"a {recipe['teacher']}. Pass a {recipe['teacher']} checkpoint, or drop --path_t to use "
+                        f"{published_teacher_path(opt.save_folder, recipe['teacher'])}.")
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
     opt.teacher_source = checkpoint_source(opt.path_t, opt.teacher_state, opt.model_t,
                                            classifier_classes(opt.teacher_state, opt.model_t))
@@ -127,7 +148,7 @@ def run_plan(opt: argparse.Namespace) -> RunPlan:
     settings = training_settings(opt, unused_method_flags(opt.distill) | unused_optimizer_settings(opt),
                                  teacher_mode=METHODS[opt.distill].teacher_mode)
     identity = run_identity("train_student", recorded_settings(settings), opt.teacher_source,
-                            known_content(opt.dataset, opt.data_folder))
+                            known_content(opt.dataset, opt.data_folder), getattr(opt, "recipe_record", None))
     return RunPlan(Path(opt.save_folder) / "student" / "student_model" / run_name(opt), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 

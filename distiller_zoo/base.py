@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from helper.errors import UserError, did_you_mean
 from helper.loop import Progress
-from helper.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS
+from helper.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS, add_optimizer_args
+from helper.options import add_training_args
 
 METHODS: dict[str, type["Distiller"]] = {}
 TEACHER_MODES = ("eval", "train")  # Distiller.teacher_mode
@@ -133,8 +134,6 @@ class Distiller(nn.Module):
     default_alpha: ClassVar[float] = 0.0       # -a when omitted
     default_beta: ClassVar[float] = 0.0        # -b when omitted
     sweep_with_kd: ClassVar[bool] = False      # the sweep also runs KEY+kd (-r 1 -a 1 -b default)
-    # CIFAR-100 top-1 (%) the authors report, per "teacher->student" pair ("...+KD": the run with -a 1)
-    published: ClassVar[dict[str, float]] = {}
     uses_features: ClassVar[bool] = True       # False: logits only (no is_feat forward)
     # What loss() reads of the teacher: "logits" (features.teacher_logits only), "embedding" (also
     # features.teacher[-1], the pooled vector the classifier reads) or "maps" (any feature). The
@@ -264,6 +263,20 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         flag.add_to(groups[owners])
 
 
+def add_distillation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that set what a distillation run trains: the loss weights -r/-a/-b, every method's
+    own flags, the optimizer's and the training flags (train_student.py's; the recipes validate against them too)."""
+    parser.add_argument("-r", "--gamma", type=float, default=None,
+                        help="weight of the cross-entropy term (default: the method's; kd 0.1, others 1)")
+    parser.add_argument("-a", "--alpha", type=float, default=None,
+                        help="weight of the KD term (default: the method's; kd 0.9, others 0)")
+    parser.add_argument("-b", "--beta", type=float, default=None,
+                        help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
+    add_method_arguments(parser)
+    add_optimizer_args(parser)
+    add_training_args(parser, learning_rate=None, trial="1")
+
+
 def check_method_arguments(opt: argparse.Namespace) -> None:
     """Range-check every method flag (UserError with the flag's name, range and default)."""
     for method in METHODS.values():
@@ -313,8 +326,6 @@ class Preset:
     name: str
     method: str      # the method's key
     optimizer: str   # a key of helper.optimizers.OPTIMIZERS
-    # CIFAR-100 top-1 (%) the authors report for the combination, per "teacher->student" pair
-    published: dict[str, float] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {}

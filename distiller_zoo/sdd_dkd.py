@@ -46,7 +46,6 @@ class ScaleDecoupledDKD(ScaleDecoupledBase):
     default_gamma = 1.0
     default_alpha = 0.0
     default_beta = 1.0
-    published = {}  # the official repository lists no results table; the paper's are not transcribed here
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -44,9 +44,3 @@ class TransformedTeacher(WeightedTransformedTeacher):
     # -r 1 -b 45 --ttm_l 0.1: the official README's TTM command line (vgg13 -> vgg8); the paper
     # tunes T and beta per pair (its appendix A.4).
     default_beta = 45.0
-    # Official README (zkxufo/TTM), "Benchmark Results on CIFAR-100", the TTM rows.
-    published = {"wrn_40_2->wrn_16_2": 76.23, "wrn_40_2->wrn_40_1": 74.32, "resnet56->resnet20": 71.83,
-                 "resnet110->resnet20": 71.46, "resnet110->resnet32": 73.97, "resnet32x4->resnet8x4": 76.17,
-                 "vgg13->vgg8": 74.33, "vgg13->MobileNetV2": 68.98, "ResNet50->MobileNetV2": 69.24,
-                 "ResNet50->vgg8": 74.87, "resnet32x4->ShuffleV1": 74.18, "resnet32x4->ShuffleV2": 76.57,
-                 "wrn_40_2->ShuffleV1": 75.39}

@@ -67,13 +67,6 @@ class WeightedTransformedTeacher(Distiller):
     default_alpha = 0.0
     default_beta = 4.0
     uses_features = False
-    # Official README (zkxufo/TTM), "Benchmark Results on CIFAR-100" tables (means over 5 runs, as
-    # in the paper).
-    published = {"wrn_40_2->wrn_16_2": 76.37, "wrn_40_2->wrn_40_1": 74.58, "resnet56->resnet20": 71.92,
-                 "resnet110->resnet20": 71.67, "resnet110->resnet32": 74.13, "resnet32x4->resnet8x4": 76.06,
-                 "vgg13->vgg8": 74.44, "vgg13->MobileNetV2": 69.16, "ResNet50->MobileNetV2": 69.59,
-                 "ResNet50->vgg8": 74.82, "resnet32x4->ShuffleV1": 74.37, "resnet32x4->ShuffleV2": 76.55,
-                 "wrn_40_2->ShuffleV1": 75.42}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -66,6 +66,7 @@ class Run:
     teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
     settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
     weights_digest: str | None = None      # a checkpoint without options (method 'published'): its weights digest
+    recipe: dict[str, Any] | None = None   # the run record's recipe entry (train_student.py --recipe)
 
     @property
     def unfinished(self) -> bool:
@@ -403,7 +404,8 @@ def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any], notic
     return {"settings": with_data_digest(settings, record), "recorded": True, "settings_changed": changed,
             "teacher_acc": teacher_acc if teacher_acc is not None else _number(teacher.get("accuracy")),
             "teacher_digest": teacher.get("digest"), "teacher_path": teacher.get("path"),
-            "teacher_dataset": teacher.get("dataset")}
+            "teacher_dataset": teacher.get("dataset"),
+            "recipe": record.get("recipe") if isinstance(record.get("recipe"), dict) else None}
 
 
 def read_run(run_dir: Path, kind: str, notices: list[str] | None = None) -> Run | None:
