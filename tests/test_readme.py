@@ -33,7 +33,9 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 # repository's own modules (checked below) or outside tools
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
                   "--format": "reporting/summary.py",
-                  "--write": "reporting/method_table.py"}
+                  "--write": "reporting/method_table.py", "--cancel": "scripts/run_status.py",
+                  **{flag: "sbatch" for flag in ("--partition", "--account", "--gpus-per-node", "--cpus-per-task",
+                                                 "--mem", "--array", "--qos", "--constraint")}}
 
 
 def shell_lines(text: str = README) -> list[str]:
