@@ -173,10 +173,11 @@ def slurm_row(run: dict[str, Any], task: dict[str, Any], states: dict[str, str],
     started, the run not yet), requeued or failed; None when the usual rules say it better."""
     job, name, log = str(task["job_id"]), Path(run["run_dir"]).name, Path(run["log"])
     worker = f"slurm {job}"
-    state = states.get(job, "")
+    state, text = states.get(job, ""), _log_text(log)
+    started = f"on slurm {job} " in text  # the task has run before
     if state in QUEUE_STATUS:
-        return Row(QUEUE_STATUS[state], progress, worker, "", "", name)
-    text = _log_text(log)
+        status = QUEUE_STATUS[state]
+        return Row("requeued" if status == "pending" and started else status, progress, worker, "", "", name)
     last = [line for line in text.splitlines() if line.startswith("[sweep] ")][-1:]
     if last and "requeued after" in last[0] and not state:
         return Row("requeued", progress, worker, "", "", name)
@@ -187,7 +188,7 @@ def slurm_row(run: dict[str, Any], task: dict[str, Any], states: dict[str, str],
     if error or state.startswith(ENDED_BADLY):
         why = f"SLURM state {state}" if state else "its task failed"
         return Row("failed", progress, worker, "", "", f"{name}  ({why}: {error or log_tail(text)}; log: {log})")
-    if f"on slurm {job} " not in text and not state:
+    if not started and not state:
         return Row("pending", progress, worker, "", "", name)
     return None
 

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -60,6 +60,7 @@ DEFAULTS = {name: default for name, default, _ in VARIABLES}
 LOCAL_ONLY_FILESYSTEMS = {"tmpfs", "ramfs", "devtmpfs", "overlay", "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs",
                           "f2fs", "vfat"}
 POLL_SECONDS = 0.5
+STALE_LOCK_SECONDS = 300  # how long a requeued task waits for the lock its dead earlier attempt held
 
 
 @dataclass
@@ -82,7 +83,7 @@ class SlurmSettings:
     executor: str = "slurm"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | os._Environ) -> SlurmSettings:
+    def from_env(cls, env: Mapping[str, str]) -> SlurmSettings:
         """Read and check the variables (UserError naming the variable for a bad value)."""
         value = {name: env.get(name, "").strip() or default for name, default, _ in VARIABLES}
         executor = value["SLURM_SWEEP_EXECUTOR"]
@@ -286,6 +287,10 @@ class TrainTask:
         lock = None
         if rank == 0:
             lock = RunLock.try_acquire(self.run_dir)
+            if lock is None and (holder(self.run_dir) or {}).get("worker") == f"slurm {job_id}":
+                # this task's own earlier attempt, on a node that died: the file server frees its lock when the
+                # node's lease expires (NFSv4: about 90 s)
+                lock = RunLock.try_acquire(self.run_dir, wait_seconds=STALE_LOCK_SECONDS)
             if lock is None:
                 return self.note(f"{self.label}: held by {describe_holder(holder(self.run_dir) or {})}; "
                                  "left to that process")
@@ -461,7 +466,7 @@ def make_executor(settings: SlurmSettings, folder: Path, name: str) -> Any:
 
 def sbatch_preview(settings: SlurmSettings, folder: Path, name: str, count: int) -> str:
     """The sbatch script that submitting ``count`` tasks would write (for DRY_RUN=1)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string  # what SlurmExecutor writes; needs no srun on PATH
 
     command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
     return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None,
@@ -518,6 +523,7 @@ def submit(tasks: list[TrainTask], settings: SlurmSettings, folder: Path, name: 
             executor = make_executor(settings, folder / "submitit", name)
             return executor.submit_array(tasks)
     except (FailedJobError, FailedSubmissionError, OSError, ValueError, RuntimeError) as error:
+        shutil.rmtree(folder, ignore_errors=True)  # the pickled tasks of the refused array
         said = str(error).strip() or captured.getvalue().strip()
         raise UserError(f"sbatch refused the job array of {len(tasks)} task(s); it said: {said}. Check SLURM_SWEEP_"
                         "PARTITION, SLURM_SWEEP_ACCOUNT, SLURM_SWEEP_GPUS, SLURM_SWEEP_TIME and SLURM_SWEEP_EXTRA "

@@ -35,7 +35,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,6 +44,9 @@ from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
 from helper.errors import UserError, did_you_mean, report_user_errors  # noqa: E402
 from helper.options import RunPlan  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
+
+if TYPE_CHECKING:
+    from slurm_launch import SlurmSettings  # imported when LAUNCHER=slurm only: it is where submitit is used
 
 ENTRY_SCRIPTS = ("train_student.py", "train_teacher.py", "transfer_student.py")
 RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
@@ -486,7 +489,7 @@ def parse_cli(argv: list[str] | None) -> argparse.Namespace:
 LAUNCHERS = ("local", "slurm")
 
 
-def slurm_settings(args: argparse.Namespace) -> Any:
+def slurm_settings(args: argparse.Namespace) -> SlurmSettings | None:
     """The SLURM_SWEEP_* settings for --launcher slurm (None for local); refuses an unknown launcher
     and the local workers' variables, before any run is planned."""
     launcher = args.launcher.strip() or "local"
@@ -502,7 +505,8 @@ def slurm_settings(args: argparse.Namespace) -> Any:
         raise UserError(f"{', '.join(local_only)} apply to LAUNCHER=local; with LAUNCHER=slurm every run is one task "
                         "of the job array with SLURM_SWEEP_GPUS GPUs (SLURM_SWEEP_PARALLELISM tasks at once). Unset "
                         "them.")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if str(Path(__file__).resolve().parent) not in sys.path:  # imported as a module (tests)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
     from slurm_launch import SlurmSettings, check_commands
 
     settings = SlurmSettings.from_env(os.environ)

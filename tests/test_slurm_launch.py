@@ -129,7 +129,7 @@ def test_what_is_refused_before_anything_is_submitted(slurm_env: Path, monkeypat
     monkeypatch.setenv("FAKE_SBATCH_ERROR", "sbatch: error: invalid partition specified: nope")
     with pytest.raises(UserError, match="invalid partition specified: nope") as refused:
         slurm_launch.launch(planned_runs(save, 2), settings, "sweep", dry_run=False)
-    assert "Nothing was submitted" in str(refused.value) and not list(save.glob("slurm/*/manifest.json"))
+    assert "Nothing was submitted" in str(refused.value) and not list(save.glob("slurm/*"))
 
     monkeypatch.setenv("PATH", str(fake_commands(slurm_env / "empty")))
     with pytest.raises(UserError, match="needs SLURM's sbatch and srun on PATH"):
@@ -151,6 +151,23 @@ def test_what_is_refused_before_anything_is_submitted(slurm_env: Path, monkeypat
     with pytest.raises(UserError, match="GPUS=0,1 apply to LAUNCHER=local"):
         sweep.slurm_settings(cli(launcher="slurm", gpus="0,1"))
     assert sweep.slurm_settings(cli()) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
+def test_the_sweep_scripts_refuse_a_bad_launcher_in_one_paragraph(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name not in SLURM_VARIABLES}
+    no_slurm = fake_commands(tmp_path / "bin")
+    for name in ("sh", "cut", "tr", "basename", "dirname"):
+        if shutil.which(name):
+            (no_slurm / name).symlink_to(shutil.which(name))
+    for variables, message in (({"LAUNCHER": "slrum"}, "Unknown LAUNCHER 'slrum'. Did you mean 'slurm'?"),
+                               ({"LAUNCHER": "slurm", "PATH": str(no_slurm)}, "needs SLURM's sbatch and srun")):
+        result = subprocess.run(["sh", "scripts/run_cifar_vanilla.sh"], cwd=REPO, capture_output=True, text=True,
+                                env={**env, "PYTHON": sys.executable, "MODELS": "resnet8", "TRIALS": "1",
+                                     "SAVE_FOLDER": str(tmp_path / "save"), **variables}, timeout=120)
+        assert result.returncode == 2 and message in " ".join(result.stderr.split()), result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "save").exists()
 
 
 def test_a_lustre_mount_with_node_local_locks_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,14 +267,17 @@ def test_run_status_reads_the_array_from_its_files_and_squeue(tmp_path: Path, mo
 
     calls = tmp_path / "scancel_calls"
     bin_folder = fake_commands(tmp_path / "slurm_bin",
-                               squeue="#!/bin/sh\nprintf '4242_0|RUNNING\\n4242_4|PENDING\\n'\n",
+                               squeue="#!/bin/sh\nprintf '4242_0|RUNNING\\n4242_1|PENDING\\n4242_4|PENDING\\n'\n",
                                sacct="#!/bin/sh\nprintf '4242_3|OUT_OF_MEMORY\\n'\n",
                                scancel=f"#!/bin/sh\necho \"$@\" >> {calls}\n")
     monkeypatch.setenv("PATH", str(bin_folder))
     assert run_status.main([str(save)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    line_of = {name: next(line for line in lines if f" {name}" in line) for name in ("run_pending", "run_crashed")}
+    line_of = {name: next(line for line in lines if f" {name}" in line) for name in
+               ("run_pending", "run_requeued", "run_crashed", "run_queued")}
     assert line_of["run_pending"].split()[0] == "running" and "slurm 4242_0" in line_of["run_pending"]
+    assert line_of["run_requeued"].split()[0] == "requeued"  # pending again after it ran: requeued
+    assert line_of["run_queued"].split()[0] == "pending"
     assert "SLURM state OUT_OF_MEMORY" in line_of["run_crashed"]
     assert run_status.main([str(save), "--cancel"]) == 0
     assert calls.read_text().split() == ["4242"] and "cancelled job array(s) 4242" in capsys.readouterr().out
