@@ -553,7 +553,8 @@ def print_submitted(folder: Path, name: str, settings: SlurmSettings, tasks: lis
     where = f" on partition {settings.partition}" if settings.partition else ""
     if settings.executor == "local":
         print(f"{name}: started {len(tasks)} task(s) with submitit's local executor (pids "
-              f"{' '.join(job.job_id for job in jobs)}); logs in {folder / 'submitit'}", flush=True)
+              f"{' '.join(job.job_id for job in jobs)}); logs in {folder / 'submitit'}\n"
+              f"  watch:  python scripts/run_status.py {save_folder}", flush=True)
         return
     print(f"{name}: submitted {len(tasks)} run(s) as SLURM job {array_id}{where} (array of {len(tasks)} task(s), at "
           f"most {min(settings.parallelism, len(tasks))} at once, {settings.gpus} GPU(s) x {settings.nodes} node(s) "
