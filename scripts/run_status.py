@@ -182,7 +182,9 @@ def slurm_row(run: dict[str, Any], task: dict[str, Any], states: dict[str, str],
     if last and "requeued after" in last[0] and not state:
         return Row("requeued", progress, worker, "", "", name)
     code = last_exit_status(log)
-    if code is not None and code != 0 and code not in STOPPED:
+    if code in STOPPED:  # stopped with a checkpoint (scancel, preemption): partial, the next sweep resumes it
+        return None
+    if code is not None and code != 0:
         return Row("failed", progress, worker, "", "", f"{name}  (exit status {code}: {log_tail(text)}; log: {log})")
     error = _task_error(task)
     if error or state.startswith(ENDED_BADLY):

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from datagen import write_cifar100
+from helper.checkpoint import load_checkpoint
 from helper.errors import UserError
 from helper.options import RunPlan
 from helper.runlock import holder
@@ -221,8 +222,8 @@ def test_a_plain_sweep_never_imports_submitit(tmp_path: Path) -> None:
 
 
 def write_status_case(save: Path) -> dict[str, Path]:
-    """A sweep plan and a job array manifest of five runs, their logs in five states."""
-    names = ["run_pending", "run_requeued", "run_failed", "run_crashed", "run_queued"]
+    """A sweep plan and a job array manifest of six runs, their logs in six states."""
+    names = ["run_pending", "run_requeued", "run_failed", "run_crashed", "run_queued", "run_cancelled"]
     submitit_folder = save / "slurm" / "sweep-1" / "submitit"
     submitit_folder.mkdir(parents=True)
     entries, tasks = [], []
@@ -243,6 +244,10 @@ def write_status_case(save: Path) -> dict[str, Path]:
                                            "1:00\n[sweep] x requeued after SIGUSR2 (time limit or preemption)\n")
     (logs / "run_failed.log").write_text(start.format("start", 2) + "error: boom\n[sweep] x exit status 1 after 0:01\n")
     (logs / "run_crashed.log").write_text(start.format("start", 3))
+    (logs / "run_cancelled.log").write_text(start.format("start", 5) + "[sweep] x exit status 143 after 0:09\n")
+    (save / "runs" / "run_cancelled").mkdir(parents=True)
+    torch.save({"model": {}, "epoch": 1, "stage": "main", "partial": None},
+               save / "runs" / "run_cancelled" / "resnet8_last.pth")
     (submitit_folder / "4242_3_0_log.out").write_text(
         "submitit INFO - Starting\nTraceback (most recent call last):\nRuntimeError: CUDA out of memory\n"
         "submitit ERROR (x) - Submitted job triggered an exception\n")
@@ -257,27 +262,27 @@ def test_run_status_reads_the_array_from_its_files_and_squeue(tmp_path: Path, mo
     assert run_status.main([str(save)]) == 0
     lines = capsys.readouterr().out.splitlines()
     line_of = {name: next(line for line in lines if f" {name}" in line) for name in
-               ("run_pending", "run_requeued", "run_failed", "run_crashed", "run_queued")}
+               ("run_pending", "run_requeued", "run_failed", "run_crashed", "run_queued", "run_cancelled")}
     assert {name: line.split()[0] for name, line in line_of.items()} == {
         "run_pending": "pending", "run_requeued": "requeued", "run_failed": "failed", "run_crashed": "failed",
-        "run_queued": "pending"}, lines
+        "run_queued": "pending", "run_cancelled": "partial"}, lines
     assert "slurm 4242_1" in line_of["run_requeued"] and "boom" in line_of["run_failed"]
     assert "CUDA out of memory" in line_of["run_crashed"]
-    assert lines[-1] == "5 runs: 0 finished, 0 running, 2 failed, 0 partial, 0 not started, 2 pending, 1 requeued"
+    assert lines[-1] == "6 runs: 0 finished, 0 running, 2 failed, 1 partial, 0 not started, 2 pending, 1 requeued"
 
     calls = tmp_path / "scancel_calls"
     bin_folder = fake_commands(tmp_path / "slurm_bin",
                                squeue="#!/bin/sh\nprintf '4242_0|RUNNING\\n4242_1|PENDING\\n4242_4|PENDING\\n'\n",
-                               sacct="#!/bin/sh\nprintf '4242_3|OUT_OF_MEMORY\\n'\n",
+                               sacct="#!/bin/sh\nprintf '4242_3|OUT_OF_MEMORY\\n4242_5|CANCELLED by 1000\\n'\n",
                                scancel=f"#!/bin/sh\necho \"$@\" >> {calls}\n")
     monkeypatch.setenv("PATH", str(bin_folder))
     assert run_status.main([str(save)]) == 0
     lines = capsys.readouterr().out.splitlines()
     line_of = {name: next(line for line in lines if f" {name}" in line) for name in
-               ("run_pending", "run_requeued", "run_crashed", "run_queued")}
+               ("run_pending", "run_requeued", "run_crashed", "run_queued", "run_cancelled")}
     assert line_of["run_pending"].split()[0] == "running" and "slurm 4242_0" in line_of["run_pending"]
     assert line_of["run_requeued"].split()[0] == "requeued"  # pending again after it ran: requeued
-    assert line_of["run_queued"].split()[0] == "pending"
+    assert line_of["run_queued"].split()[0] == "pending" and line_of["run_cancelled"].split()[0] == "partial"
     assert "SLURM state OUT_OF_MEMORY" in line_of["run_crashed"]
     assert run_status.main([str(save), "--cancel"]) == 0
     assert calls.read_text().split() == ["4242"] and "cancelled job array(s) 4242" in capsys.readouterr().out
@@ -358,9 +363,8 @@ def test_a_preempted_task_is_requeued_and_the_sweep_ends_as_a_local_one(small_ci
     (folder,) = (save / "slurm").iterdir()
     assert "Requeued job" in "".join(path.read_text() for path in (folder / "submitit").glob("*_log.out"))
 
-    resumed = torch.load(run_dir / "resnet14_last.pth", map_location="cpu", weights_only=False)["model"]
-    straight = torch.load(tmp_path / "local" / "models" / run_dir.name / "resnet14_last.pth", map_location="cpu",
-                          weights_only=False)["model"]
+    resumed = load_checkpoint(run_dir / "resnet14_last.pth")["model"]
+    straight = load_checkpoint(tmp_path / "local" / "models" / run_dir.name / "resnet14_last.pth")["model"]
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[key], straight[key]) for key in straight)  # exact resume
     assert table(save) == table(tmp_path / "local")
