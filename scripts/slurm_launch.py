@@ -189,6 +189,16 @@ def mount_of(path: Path) -> tuple[str, str, set[str]]:
     return best
 
 
+def looks_local(path: Path) -> str:
+    """Where ``path`` is, when that looks local to this machine ('on a tmpfs file system ...'), else ''."""
+    point, fstype, _ = mount_of(path)
+    if fstype in LOCAL_ONLY_FILESYSTEMS:
+        return f"on a {fstype} file system (mounted at '{point}')"
+    if str(path.resolve()).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")):
+        return "under a temporary folder"
+    return ""
+
+
 def check_save_folder(save_folder: Path, settings: SlurmSettings) -> list[str]:
     """Refuse a save folder without flock; return warnings for one that looks local to this machine
     (tasks on other nodes would write elsewhere) or whose locks are local to each node."""
@@ -210,15 +220,17 @@ def check_save_folder(save_folder: Path, settings: SlurmSettings) -> list[str]:
                         "CephFS). Nothing was submitted.") from None
     if settings.executor == "local":
         return []
-    point, fstype, options = mount_of(save_folder)
     warnings = []
-    where = (f"on a {fstype} file system (mounted at '{point}')" if fstype in LOCAL_ONLY_FILESYSTEMS else
-             "under a temporary folder" if str(save_folder.resolve()).startswith(("/tmp/", "/var/tmp/", "/dev/shm/"))
-             else "")
-    if where:
-        warnings.append(f"the save folder '{save_folder}' is {where}, which looks local to this machine: tasks on "
+    local = looks_local(save_folder)
+    if local:
+        warnings.append(f"the save folder '{save_folder}' is {local}, which looks local to this machine: tasks on "
                         "other nodes would write their runs to their own disk, where run_status.py and the next sweep "
                         "cannot see them. Use a folder every node shares (your home or project file system).")
+    local = looks_local(ROOT)
+    if local:
+        warnings.append(f"the repository '{ROOT}' is {local}, which looks local to this machine: the tasks run its "
+                        "code from there. Clone it on a file system every node shares.")
+    point, fstype, options = mount_of(save_folder)
     if (fstype == "lustre" and "localflock" in options) or (fstype.startswith("nfs") and (
             "local_lock=flock" in options or "local_lock=all" in options)):
         warnings.append(f"'{point}' ({fstype}) keeps flock locks local to each node ({', '.join(sorted(options))}), so "

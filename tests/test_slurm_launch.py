@@ -179,8 +179,9 @@ def test_a_lustre_mount_with_node_local_locks_is_warned_about(tmp_path: Path, mo
     warnings = slurm_launch.check_save_folder(tmp_path / "save", slurm_launch.SlurmSettings())
     assert not any("keeps flock locks local" in warning or "file system (mounted" in warning for warning in warnings)
     monkeypatch.setattr(slurm_launch, "mount_of", lambda path: ("/", "tmpfs", {"rw"}))
-    (warning,) = slurm_launch.check_save_folder(tmp_path / "save", slurm_launch.SlurmSettings())
-    assert "is on a tmpfs file system (mounted at '/'), which looks local to this machine" in warning
+    save_warning, code_warning = slurm_launch.check_save_folder(tmp_path / "save", slurm_launch.SlurmSettings())
+    assert "is on a tmpfs file system (mounted at '/'), which looks local to this machine" in save_warning
+    assert f"the repository '{REPO}' is on a tmpfs file system" in code_warning
 
 
 def test_a_task_with_several_gpus_or_nodes_runs_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
