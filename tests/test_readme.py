@@ -35,7 +35,7 @@ OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--
                   "--format": "reporting/summary.py",
                   "--write": "reporting/method_table.py", "--cancel": "scripts/run_status.py",
                   **{flag: "sbatch" for flag in ("--partition", "--account", "--gpus-per-node", "--cpus-per-task",
-                                                 "--mem", "--array", "--qos", "--constraint")}}
+                                                 "--mem", "--array", "--qos", "--constraint", "--gres")}}
 
 
 def shell_lines(text: str = README) -> list[str]:
