@@ -591,3 +591,8 @@ def wait(jobs: list[Any], tasks: list[TrainTask], name: str) -> int:
         if task.label in failed:
             print(f"  {task.label} (job {job.job_id}): {log_tail(task.log_path)} (log: {task.log_path})", flush=True)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":  # python scripts/slurm_launch.py: the settings of LAUNCHER=slurm
+    for variable, default, meaning in VARIABLES:
+        print(f"{variable:<28} {default or '-':<10} {meaning}")

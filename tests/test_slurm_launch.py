@@ -95,6 +95,15 @@ def test_settings_come_from_the_environment_with_documented_defaults() -> None:
             slurm_launch.SlurmSettings.from_env(variables)
 
 
+def test_every_setting_is_in_the_readme_table() -> None:
+    readme = (REPO / "README.md").read_text()
+    table_rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines()
+                  if line.startswith("| `SLURM_SWEEP_")}
+    assert sorted(table_rows) == sorted(SLURM_VARIABLES)
+    for name, default, _ in slurm_launch.VARIABLES:
+        assert not default or default in table_rows[name].split("|")[2], (name, default)
+
+
 def test_sbatch_text_matches_the_fixture(slurm_env: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     for name, value in (("SLURM_SWEEP_PARTITION", "gpu"), ("SLURM_SWEEP_ACCOUNT", "lab"), ("SLURM_SWEEP_GPUS", "1"),
