@@ -10,7 +10,8 @@
 # Environment:
 #   PAIRS        teacher:student pairs of the table to run (default: all)
 #   METHODS      methods of the table to run, as the table names them (KEY or KEY+kd; default: all)
-#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN LAUNCHER PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+# LAUNCHER=slurm submits the runs as a SLURM job array and returns (README, On a SLURM cluster).
 # Teachers: <SAVE_FOLDER>/models/<teacher>_vanilla/ckpt_epoch_240.pth (sh scripts/fetch_pretrained_teachers.sh).
 # EPOCHS (or a flag in EXTRA) that differs from a recipe is recorded as a departure, and the table
 # then gives those rows no verdict. Finished runs are skipped and unfinished ones resumed.
@@ -38,8 +39,9 @@ for trial in $(trial_ids); do
 done
 status=0
 (run_sweep) || status=$?
-case $DRY_RUN in
-    '' | 0) "$PYTHON" -m reporting.reproduction "$SAVE_FOLDER" --table "$TABLE" ;;
+case $DRY_RUN:$LAUNCHER in
+    :slurm | 0:slurm) echo "When the job array is done: $PYTHON -m reporting.reproduction $SAVE_FOLDER --table $TABLE" ;;
+    :* | 0:*) "$PYTHON" -m reporting.reproduction "$SAVE_FOLDER" --table "$TABLE" ;;
     *) "$PYTHON" -m recipes --estimate "$TABLE" --pairs "$PAIRS" --methods "$METHODS" --trials "$TRIALS" \
            ${EPOCHS:+--epochs "$EPOCHS"} ;;
 esac

@@ -5,6 +5,7 @@ hand them here, one per line on stdin: the entry script and its arguments, separ
 
     python scripts/sweep.py --methods        # the sweeps' method names and their -r/-a/-b (registry)
     python scripts/sweep.py [--workers N | --gpus 0,1,2,3 [--runs_per_gpu 2]] [--dry_run] < runs.tsv
+    python scripts/sweep.py --launcher slurm [--dry_run] < runs.tsv   # one SLURM job array (scripts/slurm_launch.py)
 
 For each run the entry script itself says where its run folder is and when it is finished (the
 code behind its --print_run_dir, with the run's exact arguments). Each free worker then takes the
@@ -34,15 +35,18 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
-from helper.errors import UserError, report_user_errors  # noqa: E402
+from helper.errors import UserError, did_you_mean, report_user_errors  # noqa: E402
 from helper.options import RunPlan  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
+
+if TYPE_CHECKING:
+    from slurm_launch import SlurmSettings  # imported when LAUNCHER=slurm only: it is where submitit is used
 
 ENTRY_SCRIPTS = ("train_student.py", "train_teacher.py", "transfer_student.py")
 RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
@@ -459,15 +463,14 @@ def write_plan(runs: list[Run], name: str) -> None:
         os.replace(tmp, path)
 
 
-def print_overview(runs: list[Run], workers: list[Worker], name: str, dry_run: bool) -> None:
+def print_overview(runs: list[Run], where: str, name: str, dry_run: bool) -> None:
     """One line with the counts per status (and, for a dry run, every run and its command)."""
     statuses = [run.plan.status() for run in runs]
     counts = {status: statuses.count(status) for status in ("finished", "running", "unfinished", "missing", "conflict")}
     logs = sorted({str(run.plan.save_folder / "logs") for run in runs})
     print(f"{name}: {len(runs)} runs: {counts['finished']} finished, {counts['running']} running elsewhere, "
           f"{counts['unfinished']} unfinished, {counts['missing']} not started, {counts['conflict']} conflict (other "
-          f"settings in the folder); {len(workers)} worker(s): "
-          f"{', '.join(worker.name for worker in workers)}; run logs in {', '.join(logs) or '-'}", flush=True)
+          f"settings in the folder); {where}; run logs in {', '.join(logs) or '-'}", flush=True)
     if dry_run:
         for run, status in zip(runs, statuses):
             print(f"{status:<10} {run.plan.run_dir}\n           {run.script} {' '.join(run.args)}")
@@ -481,7 +484,38 @@ def parse_cli(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus", default="", help="GPU ids for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3, or 'all'")
     parser.add_argument("--runs_per_gpu", default="", help="runs each GPU holds at once (default 1)")
     parser.add_argument("--dry_run", action="store_true", help="list the runs and their status; train nothing")
+    parser.add_argument("--launcher", default="local", help="local (workers on this machine, the default) or slurm "
+                        "(one SLURM job array through submitit, settings from SLURM_SWEEP_*)")
     return parser.parse_args(argv)
+
+
+LAUNCHERS = ("local", "slurm")
+
+
+def slurm_settings(args: argparse.Namespace) -> SlurmSettings | None:
+    """The SLURM_SWEEP_* settings for --launcher slurm (None for local); refuses an unknown launcher
+    and the local workers' variables, before any run is planned."""
+    launcher = args.launcher.strip() or "local"
+    if launcher not in LAUNCHERS:
+        raise UserError(f"Unknown LAUNCHER '{launcher}'.{did_you_mean(launcher, LAUNCHERS)} Use LAUNCHER=local (the "
+                        "default: workers on this machine, see GPUS and WORKERS) or LAUNCHER=slurm (one SLURM job "
+                        "array, see the SLURM_SWEEP_* variables in the README's 'On a SLURM cluster').")
+    if launcher == "local":
+        return None
+    local_only = [f"{name}={value}" for name, value in (("GPUS", args.gpus), ("RUNS_PER_GPU", args.runs_per_gpu),
+                                                        ("WORKERS", args.workers)) if value.strip()]
+    if local_only:
+        raise UserError(f"{', '.join(local_only)} apply to LAUNCHER=local; with LAUNCHER=slurm every run is one task "
+                        "of the job array with SLURM_SWEEP_GPUS GPUs (SLURM_SWEEP_PARALLELISM tasks at once). Unset "
+                        "them.")
+    if str(Path(__file__).resolve().parent) not in sys.path:  # imported as a module (tests)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from slurm_launch import SlurmSettings, check_commands
+
+    settings = SlurmSettings.from_env(os.environ)
+    if not args.dry_run:
+        check_commands(settings)
+    return settings
 
 
 def count_or_none(text: str, variable: str) -> int | None:
@@ -498,8 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.methods:
         print("\n".join(f"{name} {flags}" for name, flags in method_table()))
         return 0
-    workers = make_workers(args.gpus.strip(), count_or_none(args.runs_per_gpu, "RUNS_PER_GPU"),
-                           count_or_none(args.workers, "WORKERS"))
+    slurm = slurm_settings(args)
+    workers = [] if slurm else make_workers(args.gpus.strip(), count_or_none(args.runs_per_gpu, "RUNS_PER_GPU"),
+                                            count_or_none(args.workers, "WORKERS"))
     try:
         runs, errors = plan_runs(sys.stdin.read().splitlines())
     except KeyboardInterrupt:
@@ -510,7 +545,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name}: error: {error}", file=sys.stderr)
         raise UserError(f"{len(errors)} run(s) have invalid flags (above); nothing was started. Fix the "
                         "variables (STUDENT, TEACHER, EXTRA, ...) and run the sweep again.")
-    print_overview(runs, workers, args.name, args.dry_run)
+    where = ("LAUNCHER=slurm: one job array task per run" if slurm else
+             f"{len(workers)} worker(s): {', '.join(worker.name for worker in workers)}")
+    print_overview(runs, where, args.name, args.dry_run)
+    if slurm:
+        from slurm_launch import launch
+
+        return launch(runs, slurm, args.name, args.dry_run, record=lambda: write_plan(runs, args.name))
     if args.dry_run or not runs:
         return 0
     write_plan(runs, args.name)

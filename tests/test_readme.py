@@ -34,7 +34,9 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
                   "--format": "reporting/summary.py",
                   "--write": "reporting/method_table.py", "--print-digests": "scripts/fetch_pretrained_teachers.sh",
-                  "--list": "scripts/reproduce.sh", "--table": "reporting/reproduction.py"}
+                  "--list": "scripts/reproduce.sh", "--table": "reporting/reproduction.py", "--cancel": "scripts/run_status.py",
+                  **{flag: "sbatch" for flag in ("--partition", "--account", "--gpus-per-node", "--cpus-per-task",
+                                                 "--mem", "--array", "--qos", "--constraint", "--gres")}}
 
 
 def shell_lines(text: str = README) -> list[str]:
