@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from helper.errors import UserError  # noqa: E402
+from helper.util import clock, log_tail  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
 
 # (variable, default, meaning): the settings of LAUNCHER=slurm. Named SLURM_SWEEP_* because SLURM
@@ -417,24 +418,6 @@ def write(log: BinaryIO | None, text: str) -> None:
     if log is not None:
         log.write(f"[sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n".encode())
         log.flush()
-
-
-def clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def log_tail(path: Path, lines: int = 3) -> str:
-    """The last non-empty lines of a log (its error message), joined with ' | '."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))
-            text = handle.read().decode(errors="replace").replace("\r", "\n")
-    except OSError:
-        return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[sweep]")]
-    return " | ".join(kept[-lines:])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
 from helper.errors import UserError, did_you_mean, report_user_errors  # noqa: E402
 from helper.options import RunPlan  # noqa: E402
+from helper.util import clock, log_tail  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
 
 if TYPE_CHECKING:
@@ -212,13 +213,6 @@ def _pump(source: BinaryIO, log: BinaryIO, echo: bool) -> None:
                 pass
 
 
-def clock(seconds: float, hours: bool = False) -> str:
-    """'1:02:03' / '2:03' ('0:02:03' with ``hours``) for a duration in seconds."""
-    minutes, secs = divmod(int(seconds), 60)
-    whole_hours, minutes = divmod(minutes, 60)
-    return f"{whole_hours}:{minutes:02d}:{secs:02d}" if whole_hours or hours else f"{minutes}:{secs:02d}"
-
-
 def best_accuracy(run: Run) -> str:
     try:
         from helper.checkpoint import load_checkpoint
@@ -226,18 +220,6 @@ def best_accuracy(run: Run) -> str:
         return f"best acc {load_checkpoint(run.plan.last_path, mmap=True).get('best_acc', 0):.2f}"
     except (UserError, TypeError, ValueError):
         return "best acc ?"
-
-
-def log_tail(path: Path, lines: int = 3) -> str:
-    """The last non-empty lines of a run's log (its error message), joined with ' | '."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))
-            text = handle.read().decode(errors="replace").replace("\r", "\n")
-    except OSError:
-        return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[sweep]")]
-    return " | ".join(kept[-lines:])
 
 
 class StopRequest:
