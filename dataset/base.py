@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,26 @@ class ImageData:
     def num_test(self) -> int:
         """Number of test samples."""
         return int(self.test_labels.shape[0])
+
+
+def ensure_downloaded(files: list[Path], root: Path, download: bool, missing_message: Callable[[Path, str], str],
+                      torchvision_dataset: str, **options: Any) -> None:
+    """Make sure ``files`` exist: when one is missing, download the dataset into ``root`` with
+    ``torchvision.datasets.<torchvision_dataset>(root, download=True, **options)`` (which checks the
+    archive's MD5). DatasetError with ``missing_message(root, detail)`` when downloads are off, the
+    download fails, or a file is still missing after it."""
+    if all(path.is_file() for path in files):
+        return
+    if not download:
+        raise DatasetError(missing_message(root, "download disabled"))
+    try:
+        import torchvision.datasets
+
+        getattr(torchvision.datasets, torchvision_dataset)(root=str(root), download=True, **options)
+    except Exception as error:
+        raise DatasetError(missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
+    if not all(path.is_file() for path in files):
+        raise DatasetError(missing_message(root, "the download finished but the files are still missing"))
 
 
 def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE, chunk: int = 1024) -> torch.Tensor:

@@ -6,14 +6,15 @@ here reproduces theirs).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 
-from dataset.base import DatasetError, ImageData
+from dataset.base import ImageData, ensure_downloaded
 from dataset.cifar100 import MEAN as CIFAR100_MEAN
 from dataset.cifar100 import STD as CIFAR100_STD
-from dataset.cifar100 import read_cifar_pickle
+from dataset.cifar100 import missing_cifar_message, read_cifar_pickle
 
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision's, checked against its MD5
@@ -25,33 +26,15 @@ STD = CIFAR100_STD
 NUM_CLASSES = 10
 
 
-def _missing_message(root: Path, detail: str) -> str:
-    return (f"CIFAR-10 not found: expected the official python version at {root / FOLDER}/ (data_batch_1 ... "
-            f"data_batch_5, test_batch; {detail}). Download {URL} (MD5 {MD5}) and extract it into {root} "
-            f"(e.g. `mkdir -p {root} && curl -L {URL} | tar -xz -C {root}`), or run with network access so that "
-            f"torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
-
-
-def _download(root: Path) -> None:
-    """Fetch and extract the archive with torchvision (which checks its MD5); DatasetError when offline."""
-    import torchvision.datasets
-
-    try:
-        torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
-    except Exception as error:
-        raise DatasetError(_missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
+_missing_message = functools.partial(missing_cifar_message, "CIFAR-10", FOLDER,
+                                     "data_batch_1 ... data_batch_5, test_batch", URL, md5=MD5)
 
 
 def load_cifar10(data_folder: str | Path, download: bool = True) -> ImageData:
     """Load CIFAR-10 (50,000 train in 5 batches / 10,000 test, 10 classes); download it when absent."""
     root = Path(data_folder).expanduser()
     files = [root / FOLDER / name for name in (*TRAIN_FILES, TEST_FILE)]
-    if not all(path.is_file() for path in files):
-        if not download:
-            raise DatasetError(_missing_message(root, "download disabled"))
-        _download(root)
-        if not all(path.is_file() for path in files):
-            raise DatasetError(_missing_message(root, "the download finished but the files are still missing"))
+    ensure_downloaded(files, root, download, _missing_message, "CIFAR10", train=True)
     parts = [read_cifar_pickle(path, "labels", NUM_CLASSES, "CIFAR-10", URL) for path in files]
     train_images = torch.cat([images for images, _ in parts[:-1]])
     train_labels = torch.cat([labels for _, labels in parts[:-1]])

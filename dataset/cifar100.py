@@ -1,6 +1,7 @@
 """CIFAR-100 from the official python pickles: ``<data_folder>/cifar-100-python/{train,test}``."""
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataset.base import DatasetError, ImageData
+from dataset.base import DatasetError, ImageData, ensure_downloaded
 
 FOLDER = "cifar-100-python"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -17,11 +18,18 @@ STD = (0.2675, 0.2565, 0.2761)
 NUM_CLASSES = 100
 
 
-def _missing_message(root: Path, detail: str) -> str:
-    return (f"CIFAR-100 not found: expected the official python version at {root / FOLDER}/train and "
-            f"{root / FOLDER}/test ({detail}). Download {URL} and extract it into {root} "
-            f"(e.g. `mkdir -p {root} && curl -L {URL} | tar -xz -C {root}`), or run with network access "
-            f"so that torchvision downloads it, or point --data_folder at the folder that holds {FOLDER}/.")
+def missing_cifar_message(name: str, folder: str, files: str, url: str, root: Path, detail: str,
+                          md5: str | None = None) -> str:
+    """One paragraph: the official python version of CIFAR ``name`` is not in ``root/folder`` (``detail``),
+    and how to get it there."""
+    checksum = f" (MD5 {md5})" if md5 else ""
+    return (f"{name} not found: expected the official python version at {root / folder}/ ({files}; {detail}). "
+            f"Download {url}{checksum} and extract it into {root} (e.g. `mkdir -p {root} && curl -L {url} | tar "
+            f"-xz -C {root}`), or run with network access so that torchvision downloads it, or point --data_folder "
+            f"at the folder that holds {folder}/.")
+
+
+_missing_message = functools.partial(missing_cifar_message, "CIFAR-100", FOLDER, "train, test", URL)
 
 
 def read_cifar_pickle(path: Path, label_key: str, num_classes: int, dataset: str,
@@ -56,26 +64,11 @@ def _read_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return read_cifar_pickle(path, "fine_labels", NUM_CLASSES, "CIFAR-100", URL)
 
 
-def _download(root: Path) -> None:
-    """Fetch and extract the archive with torchvision (which checks its MD5); DatasetError when offline."""
-    import torchvision.datasets
-
-    try:
-        torchvision.datasets.CIFAR100(root=str(root), train=True, download=True)
-    except Exception as error:
-        raise DatasetError(_missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
-
-
 def load_cifar100(data_folder: str | Path, download: bool = True) -> ImageData:
     """Load CIFAR-100 (50,000 train / 10,000 test, 100 fine classes); download it when absent."""
     root = Path(data_folder).expanduser()
     files = [root / FOLDER / "train", root / FOLDER / "test"]
-    if not all(path.is_file() for path in files):
-        if not download:
-            raise DatasetError(_missing_message(root, "download disabled"))
-        _download(root)
-        if not all(path.is_file() for path in files):
-            raise DatasetError(_missing_message(root, "the download finished but the files are still missing"))
+    ensure_downloaded(files, root, download, _missing_message, "CIFAR100", train=True)
     train_images, train_labels = _read_split(files[0])
     test_images, test_labels = _read_split(files[1])
     return ImageData("cifar100", NUM_CLASSES, MEAN, STD, train_images, train_labels, test_images, test_labels)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset.base import DatasetError, ImageData, resize_uint8
+from dataset.base import DatasetError, ImageData, ensure_downloaded, resize_uint8
 
 FOLDER = "stl10_binary"
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
@@ -43,26 +43,11 @@ def _read_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(labels - 1)
 
 
-def _download(root: Path) -> None:
-    """Fetch and extract the archive with torchvision (which checks its MD5); DatasetError when offline."""
-    import torchvision.datasets
-
-    try:
-        torchvision.datasets.STL10(root=str(root), split="train", download=True)
-    except Exception as error:
-        raise DatasetError(_missing_message(root, f"the download failed: {type(error).__name__}: {error}")) from error
-
-
 def load_stl10(data_folder: str | Path, download: bool = True) -> ImageData:
     """Load the labelled STL-10 splits (5,000 train / 8,000 test, 10 classes), resized once to 32x32."""
     root = Path(data_folder).expanduser()
     folder = root / FOLDER
-    if not all((folder / name).is_file() for name in FILES):
-        if not download:
-            raise DatasetError(_missing_message(root, "download disabled"))
-        _download(root)
-        if not all((folder / name).is_file() for name in FILES):
-            raise DatasetError(_missing_message(root, "the download finished but the files are still missing"))
+    ensure_downloaded([folder / name for name in FILES], root, download, _missing_message, "STL10", split="train")
     train_images, train_labels = _read_split(folder, "train")
     test_images, test_labels = _read_split(folder, "test")
     return ImageData("stl10", NUM_CLASSES, MEAN, STD, resize_uint8(train_images), train_labels,

@@ -14,11 +14,11 @@ import importlib
 import pkgutil
 
 from distiller_zoo.base import (  # noqa: F401
-    METHODS, DistillContext, Distiller, Features, Flag, deployed_from_checkpoint, register)
+    METHODS, PRESETS, DistillContext, Distiller, Features, Flag, deployed_from_checkpoint, register)
 from helper.loop import Progress  # noqa: F401
 
 # The row order of the published tables (CRD, then the methods added since); methods not listed
-# here follow in alphabetical order of their keys.
+# here follow in alphabetical order of their keys (presets, e.g. dot, by their names).
 TABLE_ORDER = ("kd", "hint", "attention", "similarity", "correlation", "vid", "rkd", "pkt", "abound", "factor",
                "fsp", "nst", "crd", "rrd", "dcd")
 
@@ -28,10 +28,18 @@ def _discover() -> None:
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         globals().update({name: getattr(module, name) for name in getattr(module, "__all__", ())})
-    rank = {key: position for position, key in enumerate(TABLE_ORDER)}
-    ordered = sorted(METHODS.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    ordered = sorted(METHODS.items(), key=lambda item: _table_position(item[0]))
     METHODS.clear()
     METHODS.update(ordered)
+
+
+def _table_position(name: str) -> tuple[int, str]:
+    return TABLE_ORDER.index(name) if name in TABLE_ORDER else len(TABLE_ORDER), name
+
+
+def table_names() -> list[str]:
+    """The methods' keys and the presets' names (``dot``) in the tables' and sweeps' row order."""
+    return sorted([*METHODS, *PRESETS], key=_table_position)
 
 
 _discover()

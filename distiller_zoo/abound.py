@@ -56,21 +56,6 @@ class ActivationBoundaries(Distiller):
     paper = "Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed by Hidden Neurons, AAAI 2019"
     flags = (INIT_EPOCHS,)
     default_beta = 1.0
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 72.50,
-        "wrn_40_2->wrn_40_1": 72.38,
-        "resnet56->resnet20": 69.47,
-        "resnet110->resnet20": 69.53,
-        "resnet110->resnet32": 70.98,
-        "resnet32x4->resnet8x4": 73.17,
-        "vgg13->vgg8": 70.94,
-        "vgg13->MobileNetV2": 66.06,
-        "ResNet50->MobileNetV2": 67.20,
-        "ResNet50->vgg8": 70.65,
-        "resnet32x4->ShuffleV1": 73.55,
-        "resnet32x4->ShuffleV2": 74.31,
-        "wrn_40_2->ShuffleV1": 73.34}
     uses_preact = True
     has_method_loss = False
     init_stage = True

@@ -45,21 +45,6 @@ class AttentionTransfer(Distiller):
     paper = "Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017"
     default_beta = 1000.0
     criterion = Attention()  # no parameters: one instance serves every run
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 74.08,
-        "wrn_40_2->wrn_40_1": 72.77,
-        "resnet56->resnet20": 70.55,
-        "resnet110->resnet20": 70.22,
-        "resnet110->resnet32": 72.31,
-        "resnet32x4->resnet8x4": 73.44,
-        "vgg13->vgg8": 71.43,
-        "vgg13->MobileNetV2": 59.40,
-        "ResNet50->MobileNetV2": 58.58,
-        "ResNet50->vgg8": 71.84,
-        "resnet32x4->ShuffleV1": 71.73,
-        "resnet32x4->ShuffleV2": 72.73,
-        "wrn_40_2->ShuffleV1": 73.32}
 
     def loss(self, features: Features) -> Tensor:
         return sum(self.criterion(features.student[1:-1], features.teacher[1:-1]))

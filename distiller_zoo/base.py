@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from helper.errors import UserError, did_you_mean
 from helper.loop import Progress
-from helper.runner import make_optimizer as make_sgd
+from helper.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS, add_optimizer_args
+from helper.options import add_training_args
 
 METHODS: dict[str, type["Distiller"]] = {}
 TEACHER_MODES = ("eval", "train")  # Distiller.teacher_mode
@@ -29,7 +30,7 @@ def register(cls: type["Distiller"]) -> type["Distiller"]:
     if key in METHODS:
         raise ValueError(f"distiller_zoo/{key}.py registers two methods; a method is one file")
     for name in (key, *cls.aliases):
-        if name in METHODS or any(name in other.aliases for other in METHODS.values()):
+        if name in METHODS or name in PRESETS or any(name in other.aliases for other in METHODS.values()):
             raise ValueError(f"--distill '{name}' is claimed twice (distiller_zoo/{key}.py)")
     if cls.teacher_mode not in TEACHER_MODES:
         raise ValueError(f"distiller_zoo/{key}.py: teacher_mode must be one of {TEACHER_MODES}, "
@@ -133,8 +134,6 @@ class Distiller(nn.Module):
     default_alpha: ClassVar[float] = 0.0       # -a when omitted
     default_beta: ClassVar[float] = 0.0        # -b when omitted
     sweep_with_kd: ClassVar[bool] = False      # the sweep also runs KEY+kd (-r 1 -a 1 -b default)
-    # CIFAR-100 top-1 (%) the authors report, per "teacher->student" pair ("...+KD": the run with -a 1)
-    published: ClassVar[dict[str, float]] = {}
     uses_features: ClassVar[bool] = True       # False: logits only (no is_feat forward)
     # What loss() reads of the teacher: "logits" (features.teacher_logits only), "embedding" (also
     # features.teacher[-1], the pooled vector the classifier reads) or "maps" (any feature). The
@@ -179,13 +178,6 @@ class Distiller(nn.Module):
 
     def after_step(self) -> None:
         """Hook after optimizer.step() (memory-bank updates)."""
-
-    def make_optimizer(self, params: list[nn.Parameter], opt: argparse.Namespace,
-                       device: torch.device) -> torch.optim.Optimizer:
-        """The main stage's optimizer over ``params`` (the student's and this method's trainable ones):
-        SGD with --momentum and --weight_decay. A method that changes the optimizer (DOT) returns its
-        own; one that needs the loss groups' gradients apart makes it a ``helper.loop.LossGroupOptimizer``."""
-        return make_sgd(params, opt, device)
 
     def frozen_modules(self) -> list[nn.Module]:
         """Own modules that stay in eval mode and untrained in the main stage."""
@@ -245,6 +237,12 @@ NCE_T = Flag("--nce_t", 0.07, "CRD temperature; with --dcd_fixed_tau, DCD's fixe
 INIT_EPOCHS = Flag("--init_epochs", 30, "epochs of the init stage, before the main one", minimum=0)
 
 
+def warmup_factor(epoch: int, warmup_epochs: int) -> float:
+    """The weight of a loss that ramps in over ``warmup_epochs`` (a method's ``warmup_flag``): min(epoch /
+    warmup, 1) with the 1-based epoch (mdistiller's trainers); 1 when warmup is 0."""
+    return min(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
+
+
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``-h`` group per set of methods sharing flags: e.g. 'FitNet' holds --hint_layer and
     'CRD, RRD' holds --nce_k. Flags are declared by the method files (``flags``)."""
@@ -263,6 +261,20 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
             groups[owners] = parser.add_argument_group(f"{', '.join(owners)} (--distill "
                                                        f"{' / '.join(m.key for m in METHODS.values() if m.label() in owners)})")
         flag.add_to(groups[owners])
+
+
+def add_distillation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that set what a distillation run trains: the loss weights -r/-a/-b, every method's
+    own flags, the optimizer's and the training flags (train_student.py's; the recipes validate against them too)."""
+    parser.add_argument("-r", "--gamma", type=float, default=None,
+                        help="weight of the cross-entropy term (default: the method's; kd 0.1, others 1)")
+    parser.add_argument("-a", "--alpha", type=float, default=None,
+                        help="weight of the KD term (default: the method's; kd 0.9, others 0)")
+    parser.add_argument("-b", "--beta", type=float, default=None,
+                        help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
+    add_method_arguments(parser)
+    add_optimizer_args(parser)
+    add_training_args(parser, learning_rate=None, trial="1")
 
 
 def check_method_arguments(opt: argparse.Namespace) -> None:
@@ -290,12 +302,95 @@ def deployed_from_checkpoint(student: nn.Module, state: dict[str, Any]) -> nn.Mo
 
 
 def resolve_method(name: str) -> type[Distiller]:
-    """The method registered as ``name`` or under the earlier name ``name`` (icd -> dcd)."""
+    """The method registered as ``name``, under the earlier name ``name`` (icd -> dcd), or trained by
+    the preset ``name`` (dot -> kd)."""
     if name in METHODS:
         return METHODS[name]
+    if name in PRESETS:
+        return METHODS[PRESETS[name].method]
     for method in METHODS.values():
         if name in method.aliases:
             return method
     spellings = {spelling: key for key, method in METHODS.items() for spelling in (*method.aliases, method.display_name)}
-    raise UserError(f"Unknown --distill '{name}'.{did_you_mean(name, METHODS, spellings)} Choose one of: "
-                    f"{', '.join(METHODS)} (README, 'Methods', says what each one is).")
+    raise UserError(f"Unknown --distill '{name}'.{did_you_mean(name, [*METHODS, *PRESETS], spellings)} Choose one "
+                    f"of: {', '.join([*METHODS, *PRESETS])} (README, 'Methods', says what each one is).")
+
+
+# ------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
+class Preset:
+    """A ``--distill`` name for a method trained with another ``--optimizer``: ``--distill dot`` is
+    ``--distill kd --optimizer dot``. Both spellings are one run: its folder and run record use the
+    preset's name, as runs of the name did before the optimizer became a flag."""
+
+    name: str
+    method: str      # the method's key
+    optimizer: str   # a key of helper.optimizers.OPTIMIZERS
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Make ``preset.name`` a ``--distill`` name (it must not be a method's key or earlier name)."""
+    if preset.name in METHODS or preset.name in PRESETS or any(preset.name in m.aliases for m in METHODS.values()):
+        raise ValueError(f"--distill '{preset.name}' is claimed twice (preset)")
+    if preset.optimizer not in OPTIMIZERS or preset.optimizer == DEFAULT_OPTIMIZER:
+        raise ValueError(f"preset '{preset.name}': --optimizer {preset.optimizer} is not one of {list(OPTIMIZERS)[1:]}")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def resolve_distill(opt: argparse.Namespace) -> None:
+    """``--distill NAME`` -> ``opt.distill`` = the method's key, and for a preset ``opt.optimizer`` =
+    its optimizer (refusing another --optimizer)."""
+    method = resolve_method(opt.distill)
+    preset = PRESETS.get(opt.distill)
+    if preset is not None:
+        if opt.optimizer not in (None, preset.optimizer):
+            raise UserError(f"--distill {preset.name} is --distill {preset.method} --optimizer {preset.optimizer}; it "
+                            f"cannot train with --optimizer {opt.optimizer}. Pass --distill {preset.method} "
+                            f"--optimizer {opt.optimizer} for that run.")
+        opt.optimizer = preset.optimizer
+    elif method.key != opt.distill:
+        print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")
+    opt.distill = method.key
+
+
+def run_method_name(key: str, optimizer: str | None) -> str:
+    """The name of method ``key`` trained with ``optimizer`` in run folders, run records and the sweeps:
+    the key with SGD, the preset's name where one exists ('dot'), else 'KEY_OPTIMIZER' ('crd_dot')."""
+    if optimizer in (None, DEFAULT_OPTIMIZER):
+        return key
+    preset = next((p for p in PRESETS.values() if (p.method, p.optimizer) == (key, optimizer)), None)
+    return preset.name if preset is not None else f"{key}_{optimizer}"
+
+
+def split_method_name(name: str) -> tuple[str, str] | None:
+    """(method key, optimizer) of a run-folder method name ('dot' -> ('kd', 'dot'), 'crd_dot' -> ('crd',
+    'dot'), 'crd' -> ('crd', 'sgd')); None for a name of no method."""
+    if name in METHODS:
+        return name, DEFAULT_OPTIMIZER
+    if name in PRESETS:
+        return PRESETS[name].method, PRESETS[name].optimizer
+    key, _, optimizer = name.rpartition("_")
+    return (key, optimizer) if key in METHODS and optimizer in OPTIMIZERS else None
+
+
+def method_label(name: str, alpha: float = 0.0) -> str:
+    """The table row name of a run-folder method name: 'CRD', 'CRD+KD' (-a > 0), 'KD+DOT' (--optimizer
+    dot); a name of no method stays as it is."""
+    split = split_method_name(name)
+    if split is None:
+        return name
+    key, optimizer = split
+    return METHODS[key].label(alpha) + ("" if optimizer == DEFAULT_OPTIMIZER else f"+{OPTIMIZERS[optimizer].label}")
+
+
+def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as its record holds them: 'distill' is the run-folder method name, and
+    'optimizer' is left out where that name implies it (a preset; SGD is never recorded)."""
+    name = run_method_name(settings["distill"], settings.get("optimizer"))
+    if name not in PRESETS:
+        return settings
+    return {**{key: value for key, value in settings.items() if key != "optimizer"}, "distill": name}

@@ -76,11 +76,6 @@ class ClassAttentionTransfer(Distiller):
              Flag("--cat_normalize", False, "CAT-KD: L2-normalise each pooled class activation map before the MSE "
                   "(official IF_NORMALIZE; on for the ShuffleNet and MobileNetV2 pairs)"))
     default_beta = 15.0
-    # CAT-KD paper, CIFAR-100 tables (same- and different-architecture pairs); the same numbers are
-    # quoted by Sun et al., Logit Standardization in KD, CVPR 2024, Tables 1-2.
-    published = {"resnet56->resnet20": 71.62, "resnet110->resnet32": 73.62, "resnet32x4->resnet8x4": 76.91,
-                 "wrn_40_2->wrn_16_2": 75.60, "wrn_40_2->wrn_40_1": 74.82, "vgg13->vgg8": 74.65,
-                 "resnet32x4->ShuffleV2": 78.41, "vgg13->MobileNetV2": 69.13, "ResNet50->MobileNetV2": 71.36}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

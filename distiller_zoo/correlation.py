@@ -33,21 +33,6 @@ class CorrelationCongruence(Distiller):
     teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     flags = (FEAT_DIM,)
     default_beta = 0.02
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 73.56,
-        "wrn_40_2->wrn_40_1": 72.21,
-        "resnet56->resnet20": 69.63,
-        "resnet110->resnet20": 69.48,
-        "resnet110->resnet32": 71.48,
-        "resnet32x4->resnet8x4": 72.97,
-        "vgg13->vgg8": 70.71,
-        "vgg13->MobileNetV2": 64.86,
-        "ResNet50->MobileNetV2": 65.43,
-        "ResNet50->vgg8": 70.25,
-        "resnet32x4->ShuffleV1": 71.14,
-        "resnet32x4->ShuffleV2": 71.29,
-        "wrn_40_2->ShuffleV1": 71.38}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -33,34 +33,6 @@ class ContrastiveRepresentation(Distiller):
                   "1.3 GB; bf16: 0.66 GB)", choices=("fp32", "bf16", "fp16")))
     sweep_with_kd = True
     default_beta = 0.8
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 75.48,
-        "wrn_40_2->wrn_40_1": 74.14,
-        "resnet56->resnet20": 71.16,
-        "resnet110->resnet20": 71.46,
-        "resnet110->resnet32": 73.48,
-        "resnet32x4->resnet8x4": 75.51,
-        "vgg13->vgg8": 73.94,
-        "wrn_40_2->wrn_16_2+KD": 75.64,
-        "wrn_40_2->wrn_40_1+KD": 74.38,
-        "resnet56->resnet20+KD": 71.63,
-        "resnet110->resnet20+KD": 71.56,
-        "resnet110->resnet32+KD": 73.75,
-        "resnet32x4->resnet8x4+KD": 75.46,
-        "vgg13->vgg8+KD": 74.29,
-        "vgg13->MobileNetV2": 69.73,
-        "ResNet50->MobileNetV2": 69.11,
-        "ResNet50->vgg8": 74.30,
-        "resnet32x4->ShuffleV1": 75.11,
-        "resnet32x4->ShuffleV2": 75.65,
-        "wrn_40_2->ShuffleV1": 76.05,
-        "vgg13->MobileNetV2+KD": 69.94,
-        "ResNet50->MobileNetV2+KD": 69.54,
-        "ResNet50->vgg8+KD": 74.58,
-        "resnet32x4->ShuffleV1+KD": 75.12,
-        "resnet32x4->ShuffleV2+KD": 76.05,
-        "wrn_40_2->ShuffleV1+KD": 76.27}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -98,15 +98,6 @@ class CurriculumTemperature(Distiller):
     default_alpha = 0.0
     default_beta = 0.9
     uses_features = False
-    # CIFAR-100 top-1 of KD+CTKD. Official README (zhengli97/CTKD, "Main Results"): resnet56->resnet20,
-    # resnet110->resnet32, resnet110->resnet20, wrn_40_2->wrn_16_2, wrn_40_2->wrn_40_1, vgg13->vgg8.
-    # The other pairs: the CTKD row of the logit-standardization README (sunshangquan/logit-standardization-KD,
-    # Sun et al. CVPR 2024), which repeats the six values above.
-    published = {"resnet56->resnet20": 71.19, "resnet110->resnet32": 73.52, "resnet110->resnet20": 70.99,
-                 "wrn_40_2->wrn_16_2": 75.45, "wrn_40_2->wrn_40_1": 73.93, "vgg13->vgg8": 73.52,
-                 "resnet32x4->resnet8x4": 73.39, "resnet32x4->ShuffleV2": 75.37, "resnet32x4->wrn_16_2": 74.57,
-                 "resnet32x4->wrn_40_2": 77.66, "wrn_40_2->resnet8x4": 74.61, "wrn_40_2->MobileNetV2": 68.34,
-                 "vgg13->MobileNetV2": 68.50, "ResNet50->MobileNetV2": 68.67}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -90,34 +90,6 @@ class DiscriminativeConsistent(Distiller):
     aliases = ("icd",)
     sweep_with_kd = True
     default_beta = 1.0
-    # CIFAR-100 top-1 (%) from the DCD/RRD authors' README (Giakoumoglou & Stathaki, 2024)
-    published = {
-        "wrn_40_2->wrn_16_2": 74.99,
-        "wrn_40_2->wrn_40_1": 73.69,
-        "resnet56->resnet20": 71.18,
-        "resnet110->resnet20": 71.00,
-        "resnet110->resnet32": 73.12,
-        "resnet32x4->resnet8x4": 74.23,
-        "vgg13->vgg8": 73.22,
-        "wrn_40_2->wrn_16_2+KD": 76.06,
-        "wrn_40_2->wrn_40_1+KD": 74.76,
-        "resnet56->resnet20+KD": 71.81,
-        "resnet110->resnet20+KD": 72.03,
-        "resnet110->resnet32+KD": 73.62,
-        "resnet32x4->resnet8x4+KD": 75.09,
-        "vgg13->vgg8+KD": 73.95,
-        "vgg13->MobileNetV2": 68.35,
-        "ResNet50->MobileNetV2": 67.39,
-        "ResNet50->vgg8": 73.85,
-        "resnet32x4->ShuffleV1": 74.26,
-        "resnet32x4->ShuffleV2": 75.26,
-        "wrn_40_2->ShuffleV1": 74.98,
-        "vgg13->MobileNetV2+KD": 69.77,
-        "ResNet50->MobileNetV2+KD": 70.03,
-        "ResNet50->vgg8+KD": 74.08,
-        "resnet32x4->ShuffleV1+KD": 76.01,
-        "resnet32x4->ShuffleV2+KD": 76.95,
-        "wrn_40_2->ShuffleV1+KD": 76.51}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

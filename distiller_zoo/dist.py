@@ -73,10 +73,6 @@ class StrongerTeacher(Distiller):
     default_alpha = 0.0
     default_beta = 2.0
     uses_features = False
-    # Official README (hunto/DIST_KD, "CIFAR-100" table: mean of runs, the +- std omitted). The WTTM
-    # paper quotes 74.73 for wrn_40_2->wrn_40_1 and reports DIST for other pairs by re-implementation.
-    published = {"wrn_40_2->wrn_40_1": 74.43, "resnet56->resnet20": 71.75, "resnet32x4->resnet8x4": 76.31,
-                 "ResNet50->MobileNetV2": 68.66, "resnet32x4->ShuffleV1": 76.34, "resnet32x4->ShuffleV2": 77.35}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

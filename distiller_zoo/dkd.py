@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import LOGIT_STAND, DistillContext, Distiller, Features, Flag, register
+from distiller_zoo.base import LOGIT_STAND, DistillContext, Distiller, Features, Flag, register, warmup_factor
 from distiller_zoo.kd import normalize
 
 __all__ = ["dkd_loss", "dkd_per_sample"]
@@ -53,11 +53,6 @@ def dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alp
     return dkd_per_sample(logits_student, logits_teacher, target, alpha, beta, temperature).mean()
 
 
-def warmup_factor(epoch: int, warmup_epochs: int) -> float:
-    """min(epoch / warmup, 1) with the 1-based epoch (mdistiller's trainer); 1 when warmup is 0."""
-    return min(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
-
-
 @register
 class DecoupledKD(Distiller):
     """warm-up(epoch) * dkd_loss(student, teacher, labels, --dkd_alpha, --dkd_beta, --dkd_T);
@@ -68,8 +63,8 @@ class DecoupledKD(Distiller):
     teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     warmup_flag = "--dkd_warmup"
     flags = (Flag("--dkd_alpha", 1.0, "DKD weight of the target-class term TCKD", minimum=0),
-             Flag("--dkd_beta", 8.0, "DKD weight of the non-target-class term NCKD (mdistiller CIFAR-100: 8; "
-                  "2 for resnet56/resnet110 teachers, 6 for vgg13 and wrn_40_2 -> wrn_* pairs)", minimum=0),
+             Flag("--dkd_beta", 8.0, "DKD weight of the non-target-class term NCKD (tuned per pair: "
+                  "--recipe dkd-cifar100/<teacher>-<student>/dkd sets the published value)", minimum=0),
              Flag("--dkd_T", 4.0, "DKD temperature", above=0),
              Flag("--dkd_warmup", 20, "DKD loss weight ramps linearly to 1 over this many epochs (0: none)",
                   minimum=0),
@@ -78,14 +73,6 @@ class DecoupledKD(Distiller):
     default_alpha = 0.0
     default_beta = 1.0
     uses_features = False
-    # Official README (megvii-research/mdistiller), CIFAR-100 tables (the logit-standardization and
-    # WTTM READMEs quote 76.24 for wrn_40_2->wrn_16_2). The README's last column reads "ResNet32x4
-    # MobileNet-V2", but its config is res32x4_shuv2 and the logit-standardization README lists the
-    # same 77.07 under ResNet32x4 -> ShuffleNet-V2.
-    published = {"resnet56->resnet20": 71.97, "resnet110->resnet32": 74.11, "resnet32x4->resnet8x4": 76.32,
-                 "wrn_40_2->wrn_16_2": 76.23, "wrn_40_2->wrn_40_1": 74.81, "vgg13->vgg8": 74.68,
-                 "resnet32x4->ShuffleV1": 76.45, "wrn_40_2->ShuffleV1": 76.70, "vgg13->MobileNetV2": 69.71,
-                 "ResNet50->MobileNetV2": 70.35, "resnet32x4->ShuffleV2": 77.07}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -53,21 +53,6 @@ class FactorTransferMethod(Distiller):
     paper = "Kim et al., Paraphrasing Complex Network: Network Compression via Factor Transfer, NeurIPS 2018"
     flags = (INIT_EPOCHS,)
     default_beta = 200.0
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 73.25,
-        "wrn_40_2->wrn_40_1": 71.59,
-        "resnet56->resnet20": 69.84,
-        "resnet110->resnet20": 70.22,
-        "resnet110->resnet32": 72.37,
-        "resnet32x4->resnet8x4": 72.86,
-        "vgg13->vgg8": 70.58,
-        "vgg13->MobileNetV2": 61.78,
-        "ResNet50->MobileNetV2": 60.99,
-        "ResNet50->vgg8": 70.29,
-        "resnet32x4->ShuffleV1": 71.75,
-        "resnet32x4->ShuffleV2": 72.50,
-        "wrn_40_2->ShuffleV1": 72.03}
     init_stage = True
 
     def __init__(self, context: DistillContext) -> None:

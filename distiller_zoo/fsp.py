@@ -67,14 +67,6 @@ class FlowOfSolution(Distiller):
     paper = "Yim et al., A Gift from Knowledge Distillation: Fast Optimization, Network Minimization and Transfer Learning, CVPR 2017"
     flags = (INIT_EPOCHS,)
     default_beta = 50.0
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 72.91,
-        "resnet56->resnet20": 69.95,
-        "resnet110->resnet20": 70.11,
-        "resnet110->resnet32": 71.89,
-        "resnet32x4->resnet8x4": 72.62,
-        "vgg13->vgg8": 70.23}
     has_method_loss = False
     init_stage = True
 

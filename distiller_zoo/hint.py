@@ -31,21 +31,6 @@ class Hint(Distiller):
     paper = "Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015"
     flags = (Flag("--hint_layer", 2, "feature index whose map the student regresses", minimum=0),)
     default_beta = 100.0
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 73.58,
-        "wrn_40_2->wrn_40_1": 72.24,
-        "resnet56->resnet20": 69.21,
-        "resnet110->resnet20": 68.99,
-        "resnet110->resnet32": 71.06,
-        "resnet32x4->resnet8x4": 73.50,
-        "vgg13->vgg8": 71.02,
-        "vgg13->MobileNetV2": 64.14,
-        "ResNet50->MobileNetV2": 63.16,
-        "ResNet50->vgg8": 70.69,
-        "resnet32x4->ShuffleV1": 73.59,
-        "resnet32x4->ShuffleV2": 73.54,
-        "wrn_40_2->ShuffleV1": 73.73}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -60,20 +60,5 @@ class KD(Distiller):
     default_gamma = 0.1
     default_alpha = 0.9
     default_beta = 0.0
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 74.92,
-        "wrn_40_2->wrn_40_1": 73.54,
-        "resnet56->resnet20": 70.66,
-        "resnet110->resnet20": 70.67,
-        "resnet110->resnet32": 73.08,
-        "resnet32x4->resnet8x4": 73.33,
-        "vgg13->vgg8": 72.98,
-        "vgg13->MobileNetV2": 67.37,
-        "ResNet50->MobileNetV2": 67.35,
-        "ResNet50->vgg8": 73.81,
-        "resnet32x4->ShuffleV1": 74.07,
-        "resnet32x4->ShuffleV2": 74.45,
-        "wrn_40_2->ShuffleV1": 74.83}
     uses_features = False
     has_method_loss = False

@@ -154,7 +154,6 @@ class KDSVDMethod(Distiller):
     paper = ("Lee, Kim & Song, Self-supervised Knowledge Distillation Using Singular Value Decomposition, "
              "ECCV 2018")
     default_beta = 1.0
-    published = {}  # the authors report no CIFAR-100 top-1 for these pairs (none found)
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -107,13 +107,6 @@ class MultiLevelLogit(Distiller):
     default_alpha = 0.0
     default_beta = 0.9
     uses_features = False
-    # CIFAR-100 top-1: the MLKD row of the logit-standardization README (sunshangquan/logit-standardization-KD,
-    # Sun et al. CVPR 2024), which lists MLKD's published results; the official MLKD README gives none.
-    published = {"resnet32x4->resnet8x4": 77.08, "vgg13->vgg8": 75.18, "wrn_40_2->wrn_40_1": 75.35,
-                 "wrn_40_2->wrn_16_2": 76.63, "resnet56->resnet20": 72.19, "resnet110->resnet32": 74.11,
-                 "resnet110->resnet20": 71.89, "resnet32x4->ShuffleV2": 78.44, "resnet32x4->wrn_16_2": 76.52,
-                 "resnet32x4->wrn_40_2": 79.26, "wrn_40_2->resnet8x4": 77.33, "wrn_40_2->MobileNetV2": 70.78,
-                 "vgg13->MobileNetV2": 70.57, "ResNet50->MobileNetV2": 71.04}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

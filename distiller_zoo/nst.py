@@ -50,21 +50,6 @@ class NeuronSelectivity(Distiller):
     paper = "Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity Transfer, arXiv 2017"
     default_beta = 50.0
     criterion = NSTLoss()  # no parameters: one instance serves every run
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 73.68,
-        "wrn_40_2->wrn_40_1": 72.24,
-        "resnet56->resnet20": 69.60,
-        "resnet110->resnet20": 69.53,
-        "resnet110->resnet32": 71.96,
-        "resnet32x4->resnet8x4": 73.30,
-        "vgg13->vgg8": 71.53,
-        "vgg13->MobileNetV2": 58.16,
-        "ResNet50->MobileNetV2": 64.96,
-        "ResNet50->vgg8": 71.28,
-        "resnet32x4->ShuffleV1": 74.12,
-        "resnet32x4->ShuffleV2": 74.68,
-        "wrn_40_2->ShuffleV1": 74.89}
 
     def loss(self, features: Features) -> Tensor:
         return sum(self.criterion(features.student[1:-1], features.teacher[1:-1]))

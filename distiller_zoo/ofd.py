@@ -121,13 +121,6 @@ class OverhaulFeatureDistillation(Distiller):
     default_beta = 1e-3
     uses_preact = True
     teacher_mode = "train"  # the official code's t_net.train(): BatchNorm with the batch's statistics
-    # The OFD rows of the DKD paper (Zhao et al., CVPR 2022), Tables 1-2, run with mdistiller's
-    # OFD; the ReviewKD paper (Chen et al., CVPR 2021) reports the same numbers. The OFD paper
-    # itself uses WRN-28-4 / PyramidNet teachers on CIFAR-100, pairs not in models/.
-    published = {"resnet56->resnet20": 70.98, "resnet110->resnet32": 73.23, "resnet32x4->resnet8x4": 74.95,
-                 "wrn_40_2->wrn_16_2": 75.24, "wrn_40_2->wrn_40_1": 74.33, "vgg13->vgg8": 73.95,
-                 "resnet32x4->ShuffleV1": 75.98, "wrn_40_2->ShuffleV1": 75.85, "vgg13->MobileNetV2": 69.48,
-                 "ResNet50->MobileNetV2": 69.04, "resnet32x4->ShuffleV2": 76.82}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

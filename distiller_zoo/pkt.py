@@ -44,21 +44,6 @@ class ProbabilisticTransfer(Distiller):
     teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     default_beta = 30000.0
     criterion = PKT()  # no parameters: one instance serves every run
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 74.54,
-        "wrn_40_2->wrn_40_1": 73.45,
-        "resnet56->resnet20": 70.34,
-        "resnet110->resnet20": 70.25,
-        "resnet110->resnet32": 72.61,
-        "resnet32x4->resnet8x4": 73.64,
-        "vgg13->vgg8": 72.88,
-        "vgg13->MobileNetV2": 67.13,
-        "ResNet50->MobileNetV2": 66.52,
-        "ResNet50->vgg8": 73.01,
-        "resnet32x4->ShuffleV1": 74.10,
-        "resnet32x4->ShuffleV2": 74.69,
-        "wrn_40_2->ShuffleV1": 73.89}
 
     def loss(self, features: Features) -> Tensor:
         return self.criterion(features.student[-1], features.teacher[-1])

@@ -17,9 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register
+from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register, warmup_factor
 from helper.errors import UserError
-from helper.loop import Progress
 
 __all__ = ["ABF", "hcl_loss"]
 
@@ -107,19 +106,6 @@ class ReviewKD(Distiller):
                   "min(epoch / N, 1); 0: full weight from the start", minimum=0),)
     default_beta = 5.0
     teacher_preact = True  # student features after ReLU, teacher's before (official; mdistiller STU_PREACT False)
-    # CIFAR-100 top-1 (%) from the ReviewKD paper, Tables 1-2 (as reproduced in the [Re] ReviewKD report and on
-    # Papers with Code); ResNet50->MobileNetV2 as quoted with those numbers in the KD++ (hunto) README
-    published = {
-        "resnet56->resnet20": 71.89,
-        "resnet110->resnet32": 73.89,
-        "resnet32x4->resnet8x4": 75.63,
-        "wrn_40_2->wrn_16_2": 76.12,
-        "wrn_40_2->wrn_40_1": 75.09,
-        "vgg13->vgg8": 74.84,
-        "resnet32x4->ShuffleV1": 77.45,
-        "wrn_40_2->ShuffleV1": 77.14,
-        "resnet32x4->ShuffleV2": 77.78,
-        "ResNet50->MobileNetV2": 69.89}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
@@ -146,14 +132,10 @@ class ReviewKD(Distiller):
             results.insert(0, output)
         return results
 
-    def warmup_factor(self, progress: Progress) -> float:
-        """min(epoch / warm-up epochs, 1), epoch 1-based (mdistiller), 1 without warm-up."""
-        return min(progress.epoch / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0
-
     def loss(self, features: Features) -> Tensor:
         reviewed = self.review([as_map(f) for f in features.student[1:]])
         teacher = [as_map(f) for f in features.teacher[1:]]
-        return self.warmup_factor(features.progress) * hcl_loss(reviewed, teacher)
+        return warmup_factor(features.progress.epoch, self.warmup_epochs) * hcl_loss(reviewed, teacher)
 
 
 def check_review_pair(student: list[tuple[int, ...]], teacher: list[tuple[int, ...]], opt: object) -> None:

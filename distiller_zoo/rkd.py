@@ -67,21 +67,6 @@ class RelationalKD(Distiller):
     teacher_reads = "embedding"  # a teacher bank can stand in for the teacher
     default_beta = 1.0
     criterion = RKDLoss()  # no parameters: one instance serves every run
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 73.35,
-        "wrn_40_2->wrn_40_1": 72.22,
-        "resnet56->resnet20": 69.61,
-        "resnet110->resnet20": 69.25,
-        "resnet110->resnet32": 71.82,
-        "resnet32x4->resnet8x4": 71.90,
-        "vgg13->vgg8": 71.48,
-        "vgg13->MobileNetV2": 64.52,
-        "ResNet50->MobileNetV2": 64.43,
-        "ResNet50->vgg8": 71.50,
-        "resnet32x4->ShuffleV1": 72.28,
-        "resnet32x4->ShuffleV2": 73.21,
-        "wrn_40_2->ShuffleV1": 72.21}
 
     def loss(self, features: Features) -> Tensor:
         return self.criterion(features.student[-1], features.teacher[-1])

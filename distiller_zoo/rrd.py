@@ -87,34 +87,6 @@ class RelationalRepresentation(Distiller):
     aliases = ("rcd",)
     sweep_with_kd = True
     default_beta = 1.0
-    # CIFAR-100 top-1 (%) from the DCD/RRD authors' README (Giakoumoglou & Stathaki, 2024)
-    published = {
-        "wrn_40_2->wrn_16_2": 75.33,
-        "wrn_40_2->wrn_40_1": 73.55,
-        "resnet56->resnet20": 70.71,
-        "resnet110->resnet20": 70.72,
-        "resnet110->resnet32": 73.10,
-        "resnet32x4->resnet8x4": 74.48,
-        "vgg13->vgg8": 73.99,
-        "wrn_40_2->wrn_16_2+KD": 75.66,
-        "wrn_40_2->wrn_40_1+KD": 74.67,
-        "resnet56->resnet20+KD": 72.19,
-        "resnet110->resnet20+KD": 71.74,
-        "resnet110->resnet32+KD": 73.54,
-        "resnet32x4->resnet8x4+KD": 75.08,
-        "vgg13->vgg8+KD": 74.32,
-        "vgg13->MobileNetV2": 67.93,
-        "ResNet50->MobileNetV2": 68.84,
-        "ResNet50->vgg8": 74.01,
-        "resnet32x4->ShuffleV1": 74.11,
-        "resnet32x4->ShuffleV2": 74.80,
-        "wrn_40_2->ShuffleV1": 74.98,
-        "vgg13->MobileNetV2+KD": 69.98,
-        "ResNet50->MobileNetV2+KD": 69.13,
-        "ResNet50->vgg8+KD": 74.26,
-        "resnet32x4->ShuffleV1+KD": 75.18,
-        "resnet32x4->ShuffleV2+KD": 76.83,
-        "wrn_40_2->ShuffleV1+KD": 76.31}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Features, register
-from distiller_zoo.dkd import DecoupledKD, dkd_per_sample, warmup_factor
+from distiller_zoo.base import DistillContext, Features, register, warmup_factor
+from distiller_zoo.dkd import DecoupledKD, dkd_per_sample
 from distiller_zoo.sdd_kd import SDD_COMPLEMENTARY_WEIGHT, SDD_MAX_SCALE, ScaleDecoupledBase, region_weights
 
 __all__ = ["sdd_dkd_loss"]
@@ -46,7 +46,6 @@ class ScaleDecoupledDKD(ScaleDecoupledBase):
     default_gamma = 1.0
     default_alpha = 0.0
     default_beta = 1.0
-    published = {}  # the official repository lists no results table; the paper's are not transcribed here
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -110,7 +110,6 @@ class ScaleDecoupledKD(ScaleDecoupledBase):
     default_gamma = 0.1
     default_alpha = 0.0
     default_beta = 0.9
-    published = {}  # the official repository lists no results table; the paper's are not transcribed here
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -40,21 +40,6 @@ class SimilarityPreserving(Distiller):
     paper = "Tung & Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019"
     default_beta = 3000.0
     criterion = Similarity()  # no parameters: one instance serves every run
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 73.83,
-        "wrn_40_2->wrn_40_1": 72.43,
-        "resnet56->resnet20": 69.67,
-        "resnet110->resnet20": 70.04,
-        "resnet110->resnet32": 72.69,
-        "resnet32x4->resnet8x4": 72.94,
-        "vgg13->vgg8": 72.68,
-        "vgg13->MobileNetV2": 66.30,
-        "ResNet50->MobileNetV2": 68.08,
-        "ResNet50->vgg8": 73.34,
-        "resnet32x4->ShuffleV1": 73.48,
-        "resnet32x4->ShuffleV2": 74.56,
-        "wrn_40_2->ShuffleV1": 74.52}
 
     def loss(self, features: Features) -> Tensor:
         return sum(self.criterion([features.student[-2]], [features.teacher[-2]]))

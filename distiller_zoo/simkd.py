@@ -92,9 +92,6 @@ class ReusedTeacherClassifier(Distiller):
     default_gamma = 0.0
     default_alpha = 0.0
     default_beta = 1.0
-    # Official README (DefangChen/SimKD), CIFAR-100 table, SimKD (f=2), teacher ResNet-32x4. Its third
-    # column is ShuffleNetV2x1.5, a wider net than this repo's ShuffleV2 (x1.0), so it is not listed.
-    published = {"resnet32x4->resnet8x4": 78.08, "resnet32x4->vgg8": 75.76}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -22,7 +22,7 @@ from helper.run_folder import Stage
 
 def loss_groups(weighted: dict[str, Tensor]) -> dict[str, Tensor]:
     """The weighted losses split by purpose: 'task' = gamma*CE and 'distill' = alpha*KD + beta*method
-    (absent when both are off), for an optimizer that treats them apart (DOT)."""
+    (absent when both are off), for an optimizer that treats them apart (``--optimizer dot``)."""
     distill = [value for name, value in weighted.items() if name != "ce"]
     return {"task": weighted["ce"], **({"distill": functools.reduce(operator.add, distill)} if distill else {})}
 

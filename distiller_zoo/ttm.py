@@ -8,10 +8,10 @@ official ``--distill ttm``."""
 from __future__ import annotations
 
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register
+from distiller_zoo.base import Flag, register
+from distiller_zoo.wttm import WeightedTransformedTeacher, transformed_teacher_kl
 
 __all__ = ["TTM"]
 
@@ -20,7 +20,7 @@ class TTM(nn.Module):
     """mean_i KL(p_t,i^l / sum_c p_t,i,c^l || softmax(y_s,i)).
 
     As the official distiller_zoo/ttm.py (zkxufo/TTM), with the power transform taken in log space
-    (l * log_softmax, then log_softmax again normalises) so that tiny teacher probabilities cannot
+    (``distiller_zoo.wttm.transformed_teacher_kl``) so that tiny teacher probabilities cannot
     underflow. Shapes: y_s, y_t (B, C) logits -> scalar."""
 
     def __init__(self, l: float) -> None:  # noqa: E741 (the official name of the exponent)
@@ -28,35 +28,19 @@ class TTM(nn.Module):
         self.l = l
 
     def forward(self, y_s: Tensor, y_t: Tensor) -> Tensor:
-        transformed = F.softmax(self.l * F.log_softmax(y_t, dim=1), dim=1)
-        return F.kl_div(F.log_softmax(y_s, dim=1), transformed, reduction="batchmean")
+        kl, _ = transformed_teacher_kl(y_s, y_t, self.l)
+        return kl.mean()
 
 
 @register
-class TransformedTeacher(Distiller):
-    """TTM(--ttm_l) between the student's and the teacher's logits (CE weight -r 1)."""
+class TransformedTeacher(WeightedTransformedTeacher):
+    """TTM(--ttm_l) between the student's and the teacher's logits (CE weight -r 1): WTTM without the
+    per-sample weights."""
 
+    loss_module = TTM
     display_name = "TTM"
-    paper = "Zheng & Yang, Knowledge Distillation Based on Transformed Teacher Matching, ICLR 2024"
-    teacher_reads = "logits"  # a teacher bank can stand in for the teacher
     flags = (Flag("--ttm_l", 0.1, "TTM exponent of the teacher's power transform (gamma = 1/T in the paper)",
                   above=0),)
     # -r 1 -b 45 --ttm_l 0.1: the official README's TTM command line (vgg13 -> vgg8); the paper
     # tunes T and beta per pair (its appendix A.4).
-    default_gamma = 1.0
-    default_alpha = 0.0
     default_beta = 45.0
-    uses_features = False
-    # Official README (zkxufo/TTM), "Benchmark Results on CIFAR-100", the TTM rows.
-    published = {"wrn_40_2->wrn_16_2": 76.23, "wrn_40_2->wrn_40_1": 74.32, "resnet56->resnet20": 71.83,
-                 "resnet110->resnet20": 71.46, "resnet110->resnet32": 73.97, "resnet32x4->resnet8x4": 76.17,
-                 "vgg13->vgg8": 74.33, "vgg13->MobileNetV2": 68.98, "ResNet50->MobileNetV2": 69.24,
-                 "ResNet50->vgg8": 74.87, "resnet32x4->ShuffleV1": 74.18, "resnet32x4->ShuffleV2": 76.57,
-                 "wrn_40_2->ShuffleV1": 75.39}
-
-    def __init__(self, context: DistillContext) -> None:
-        super().__init__(context)
-        self.criterion = TTM(context.opt.ttm_l)
-
-    def loss(self, features: Features) -> Tensor:
-        return self.criterion(features.student_logits, features.teacher_logits)

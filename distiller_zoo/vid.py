@@ -68,21 +68,6 @@ class VariationalInformation(Distiller):
     display_name = "VID"
     paper = "Ahn et al., Variational Information Distillation for Knowledge Transfer, CVPR 2019"
     default_beta = 1.0
-    # CIFAR-100 top-1 (%) from CRD paper (Tian et al., ICLR 2020) Tables 1-2
-    published = {
-        "wrn_40_2->wrn_16_2": 74.11,
-        "wrn_40_2->wrn_40_1": 73.30,
-        "resnet56->resnet20": 70.38,
-        "resnet110->resnet20": 70.16,
-        "resnet110->resnet32": 72.61,
-        "resnet32x4->resnet8x4": 73.09,
-        "vgg13->vgg8": 71.23,
-        "vgg13->MobileNetV2": 65.56,
-        "ResNet50->MobileNetV2": 67.57,
-        "ResNet50->vgg8": 70.30,
-        "resnet32x4->ShuffleV1": 73.38,
-        "resnet32x4->ShuffleV2": 73.40,
-        "wrn_40_2->ShuffleV1": 73.61}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

@@ -67,9 +67,6 @@ class WeightedSoftLabels(Distiller):
     default_alpha = 0.0
     default_beta = 1.0
     uses_features = False
-    # The authors' repository (bellymonster/Weighted-Soft-Label-Distillation) reports ImageNet only;
-    # the paper's CIFAR-100 numbers are not listed here.
-    published = {}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)

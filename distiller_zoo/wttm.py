@@ -7,6 +7,8 @@ U_l(p_t) = sum_c p_t,c^l = exp((1 - l) H_l(p_t)), H_l the Renyi entropy of order
 with smoother teacher outputs weigh more."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,15 +16,26 @@ from torch import Tensor
 
 from distiller_zoo.base import DistillContext, Distiller, Features, Flag, register
 
-__all__ = ["WTTM"]
+__all__ = ["WTTM", "transformed_teacher_kl"]
+
+
+def transformed_teacher_kl(y_s: Tensor, y_t: Tensor, l: float) -> tuple[Tensor, Tensor]:  # noqa: E741
+    """Per sample, KL(p_t^l / U || softmax(y_s)) and log U, U = sum_c softmax(y_t)_c^l: the power transform of
+    TTM and WTTM, in log space (l * log_softmax, logsumexp) so that tiny teacher probabilities cannot
+    underflow. Shapes: y_s, y_t (B, C) logits -> (B,), (B,)."""
+    log_powered = l * F.log_softmax(y_t, dim=1)
+    log_norm = torch.logsumexp(log_powered, dim=1, keepdim=True)
+    transformed = torch.exp(log_powered - log_norm)
+    kl = F.kl_div(F.log_softmax(y_s, dim=1), transformed, reduction="none").sum(dim=1)
+    return kl, log_norm.squeeze(1)
 
 
 class WTTM(nn.Module):
     """mean_i( U_i * KL(p_t,i^l / U_i || softmax(y_s,i)) ), U_i = sum_c softmax(y_t,i)_c^l.
 
     As the official distiller_zoo/wttm.py (zkxufo/TTM), with the power transform computed in log
-    space (l * log_softmax, logsumexp) so that tiny teacher probabilities cannot underflow; with
-    l = 1 the transform is the identity and U = 1 (plain KL at temperature 1).
+    space (``transformed_teacher_kl``); with l = 1 the transform is the identity and U = 1 (plain
+    KL at temperature 1).
     Shapes: y_s, y_t (B, C) logits -> scalar.
     """
 
@@ -31,18 +44,17 @@ class WTTM(nn.Module):
         self.l = l
 
     def forward(self, y_s: Tensor, y_t: Tensor) -> Tensor:
-        log_p_s = F.log_softmax(y_s, dim=1)
-        log_powered = self.l * F.log_softmax(y_t, dim=1)
-        log_norm = torch.logsumexp(log_powered, dim=1, keepdim=True)
-        transformed = torch.exp(log_powered - log_norm)
-        kl = F.kl_div(log_p_s, transformed, reduction="none").sum(dim=1)
-        return torch.mean(torch.exp(log_norm.squeeze(1)) * kl)
+        kl, log_norm = transformed_teacher_kl(y_s, y_t, self.l)
+        return torch.mean(torch.exp(log_norm) * kl)
 
 
 @register
 class WeightedTransformedTeacher(Distiller):
     """WTTM(--wttm_l) between the student's and the teacher's logits (CE weight -r 1, as the
-    official train_student.py)."""
+    official train_student.py). TTM (distiller_zoo/ttm.py) is this class with its own loss module,
+    exponent flag and weight."""
+
+    loss_module: ClassVar[type[nn.Module]] = WTTM  # built with the value of flags[0], the exponent
 
     display_name = "WTTM"
     paper = "Zheng & Yang, Knowledge Distillation Based on Transformed Teacher Matching, ICLR 2024"
@@ -55,17 +67,10 @@ class WeightedTransformedTeacher(Distiller):
     default_alpha = 0.0
     default_beta = 4.0
     uses_features = False
-    # Official README (zkxufo/TTM), "Benchmark Results on CIFAR-100" tables (means over 5 runs, as
-    # in the paper).
-    published = {"wrn_40_2->wrn_16_2": 76.37, "wrn_40_2->wrn_40_1": 74.58, "resnet56->resnet20": 71.92,
-                 "resnet110->resnet20": 71.67, "resnet110->resnet32": 74.13, "resnet32x4->resnet8x4": 76.06,
-                 "vgg13->vgg8": 74.44, "vgg13->MobileNetV2": 69.16, "ResNet50->MobileNetV2": 69.59,
-                 "ResNet50->vgg8": 74.82, "resnet32x4->ShuffleV1": 74.37, "resnet32x4->ShuffleV2": 76.55,
-                 "wrn_40_2->ShuffleV1": 75.42}
 
     def __init__(self, context: DistillContext) -> None:
         super().__init__(context)
-        self.criterion = WTTM(context.opt.wttm_l)
+        self.criterion = self.loss_module(getattr(context.opt, self.flags[0].dest))
 
     def loss(self, features: Features) -> Tensor:
         return self.criterion(features.student_logits, features.teacher_logits)

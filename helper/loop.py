@@ -257,10 +257,11 @@ class EpochMeters:
 
 @runtime_checkable
 class LossGroupOptimizer(Protocol):
-    """An optimizer that needs each loss group's gradients apart (DOT: 'distill' and 'task'), so it runs
-    the backward passes itself: ``backward_and_step`` replaces the loop's zero_grad, backward, gradient
-    averaging over ranks (``reduce_gradients(optimizer)`` after each pass) and step, scaling the
-    losses with ``scaler`` (fp16) when given."""
+    """An optimizer that needs each loss group's gradients apart ('task' and 'distill', from
+    ``StepOutput.loss_groups``), so it runs the backward passes itself: ``backward_and_step`` replaces
+    the loop's zero_grad, backward, gradient averaging over ranks (``reduce_gradients(optimizer)``
+    after each pass) and step, scaling the losses with ``scaler`` (fp16) when given; the task's
+    ``after_step`` follows, as after any step (helper/optimizers.py has one)."""
 
     def backward_and_step(self, groups: dict[str, Tensor], scaler: torch.amp.GradScaler | None,
                           reduce_gradients: Callable[[torch.optim.Optimizer], None]) -> None: ...

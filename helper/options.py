@@ -119,6 +119,14 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 240, lea
                                 "CUDA)")
 
 
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The option names (dests) of the flags ``argv`` gives (None: the command line). Changes
+    ``parser``'s defaults: pass a fresh one."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"given_flags"}
+
+
 def parse_decay_epochs(text: str) -> list[int]:
     """'150,180,210' -> [150, 180, 210]; anything else is a clear error."""
     try:

@@ -31,6 +31,7 @@ NOT_TRAINING = frozenset({
     "build_teacher_bank",
     "path_t", "path_s",  # the checkpoint itself is recorded by its content (digest), not by its path
     "lr_decay_epochs_list",  # derived from --lr_decay_epochs
+    "recipe", "recipe_record",  # the recipe is recorded apart (run_identity): its settings are the run's
 })
 # Settings that tell trials of one experiment apart: they never split a group of runs.
 IDENTITY_EXCLUDED = frozenset({"seed", "trial"})
@@ -120,12 +121,17 @@ def code_version() -> str:
 
 
 def run_identity(script: str, settings: dict[str, Any], source: dict[str, Any] | None,
-                 data_digest: dict[str, str] | None = None) -> dict[str, Any]:
+                 data_digest: dict[str, str] | None = None, recipe: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """What a run is asked to be, known before any data is loaded: the script, its settings, its
-    source checkpoint ('teacher': the teacher, or for a transfer the student it starts from) and,
-    when known without loading it, the data's content digest ({'train', 'test'}; dataset/digest.py)."""
+    source checkpoint ('teacher': the teacher, or for a transfer the student it starts from), when
+    known without loading it the data's content digest ({'train', 'test'}; dataset/digest.py), and
+    for a run of a published recipe (--recipe) its name, the flags it applied and the flags given
+    otherwise ('departures'). Runs compare by settings, teacher and data, not by recipe."""
     identity = {"format": RECORD_FORMAT, "script": script, "settings": settings, "teacher": source}
-    return {**identity, "data": {"digest": data_digest}} if data_digest else identity
+    if data_digest:
+        identity["data"] = {"digest": data_digest}
+    return identity if recipe is None else {**identity, "recipe": recipe}
 
 
 def complete_record(identity: dict[str, Any], train_size: int, test_size: int, num_classes: int,

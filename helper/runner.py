@@ -1,11 +1,11 @@
-"""Building blocks the three entry scripts share: device/seed set-up, optimizer, and the run."""
+"""Building blocks the three entry scripts share: device/seed set-up, optimizer (helper/optimizers.py), and the run."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
@@ -140,14 +140,6 @@ def prepare_model(model: torch.nn.Module, opt: argparse.Namespace, device: torch
     if opt.compile if compile is None else compile:
         compile_with_fallback(model, on_fallback=lambda: _record_eager(opt))
     return model
-
-
-def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], opt: argparse.Namespace,
-                   device: torch.device, learning_rate: float | None = None) -> torch.optim.SGD:
-    """SGD with momentum and weight decay (fused kernels on CUDA, foreach elsewhere)."""
-    kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.SGD(params, lr=learning_rate or opt.learning_rate, momentum=opt.momentum,
-                           weight_decay=opt.weight_decay, **kwargs)
 
 
 def train_or_describe(opt: argparse.Namespace, plan: RunPlan,

@@ -124,3 +124,22 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: b
                 os.close(folder)
         except OSError:  # some file systems refuse fsync on folders
             pass
+
+
+def clock(seconds: float, hours: bool = False) -> str:
+    """'1:02:03' / '2:03' ('0:02:03' with ``hours``) for a duration in seconds."""
+    minutes, secs = divmod(int(seconds), 60)
+    whole_hours, minutes = divmod(minutes, 60)
+    return f"{whole_hours}:{minutes:02d}:{secs:02d}" if whole_hours or hours else f"{minutes}:{secs:02d}"
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last non-empty lines of a log (its error message), joined with ' | '."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))
+            text = handle.read().decode(errors="replace").replace("\r", "\n")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[sweep]")]
+    return " | ".join(kept[-lines:])

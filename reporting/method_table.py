@@ -1,9 +1,9 @@
-"""The README's method tables, generated from the registry (distiller_zoo.METHODS).
+"""The README's method tables, generated from the registry (distiller_zoo.METHODS) and the recipes.
 
-    python -m reporting.method_table            # print both tables
+    python -m reporting.method_table            # print the tables
     python -m reporting.method_table --write    # rewrite them in README.md between their markers
 
-A test fails when README.md and the registry disagree, so the README cannot drift.
+A test fails when README.md and the registry or the recipes disagree, so the README cannot drift.
 """
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import argparse
 import re
 from pathlib import Path
 
-from distiller_zoo import METHODS, Distiller
+import recipes
+from distiller_zoo import METHODS, Distiller, table_names
+from distiller_zoo.base import PRESETS, Preset, method_label
+from helper.optimizers import OPTIMIZERS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PAIRS = ("resnet32x4->resnet8x4", "wrn_40_2->wrn_16_2", "resnet56->resnet20", "vgg13->vgg8")
-MARKERS = {"methods": "method table", "published": "published results"}
+MARKERS = {"methods": "method table", "published": "published results", "recipes": "recipe tables"}
 
 
 def _weights(method: type[Distiller]) -> str:
@@ -26,35 +29,59 @@ def _flags(method: type[Distiller]) -> str:
     return " ".join(f"`{flag.name}`" for flag in method.flags) or "-"
 
 
+def _preset_row(preset: Preset) -> str:
+    """A preset's row: its label, name and spelling, its optimizer's paper and flags, its method's weights."""
+    method, optimizer = METHODS[preset.method], OPTIMIZERS[preset.optimizer]
+    flags = " ".join(f"`--{flag}`" for flag in optimizer.flags) or "-"
+    return (f"| {method_label(preset.name)} | `{preset.name}` (= `{preset.method} --optimizer {preset.optimizer}`) "
+            f"| {optimizer.paper} | `{_weights(method)}` | {flags} |")
+
+
 def methods_table() -> str:
-    """One row per method: name, key (and earlier names), paper, default weights, own flags."""
+    """One row per method: name, key (and earlier names), paper, default weights, own flags; one per
+    preset (``--distill dot``), with its optimizer's paper and flags."""
     rows = ["| method | `--distill` | paper | defaults | flags |", "|---|---|---|---|---|"]
-    for key, method in METHODS.items():
+    for key in table_names():
+        if key in PRESETS:
+            rows.append(_preset_row(PRESETS[key]))
+            continue
+        method = METHODS[key]
         keys = " ".join(f"`{name}`" for name in (key, *method.aliases))
         name = method.display_name or key
         if method.sweep_with_kd:
-            name += f" (+KD: `-a 1`)"
+            name += " (+KD: `-a 1`)"
         rows.append(f"| {name} | {keys} | {method.paper} | `{_weights(method)}` | {_flags(method)} |")
     return "\n".join(rows)
 
 
 def published_table() -> str:
-    """The authors' published CIFAR-100 top-1 (%) for the four standard pairs (not our runs)."""
-    header = "| method (published) | " + " | ".join(pair.replace("->", " → ") for pair in PAIRS) + " |"
-    rows = [header, "|---|" + "---|" * len(PAIRS)]
-    for method in METHODS.values():
-        label_numbers = {}
-        for pair, value in method.published.items():
-            name, _, variant = pair.partition("+")  # "resnet32x4->resnet8x4+KD" is the +KD row
-            label_numbers.setdefault(method.label(alpha=1.0) if variant else method.label(), {})[name] = value
-        for label, numbers in label_numbers.items():
-            if any(pair in numbers for pair in PAIRS):
-                cells = " | ".join(f"{numbers[pair]:.2f}" if pair in numbers else "-" for pair in PAIRS)
-                rows.append(f"| {label} | {cells} |")
+    """The published top-1 (%) of the recipe tables for the four standard CIFAR-100 pairs (not our
+    runs): one row per method and table."""
+    header = "| method (published) | table | " + " | ".join(pair.replace("->", " → ") for pair in PAIRS) + " |"
+    rows = [header, "|---|---|" + "---|" * len(PAIRS)]
+    numbers: dict[tuple[str, str], dict[str, float]] = {}
+    for cell in recipes.all_cells():
+        pair = f"{cell.teacher}->{cell.student}"
+        if cell.dataset == "cifar100" and pair in PAIRS:
+            numbers.setdefault((cell.method, cell.table), {})[pair] = cell.published
+    order = {key: position for position, key in enumerate(table_names())}
+    for method, table in sorted(numbers, key=lambda key: (order[key[0].partition("+")[0]], key[0], key[1])):
+        cells = " | ".join(f"{numbers[method, table][pair]:.2f}" if pair in numbers[method, table] else "-"
+                           for pair in PAIRS)
+        label = method_label(method.partition("+")[0], alpha=1.0 if method.endswith("+kd") else 0.0)
+        rows.append(f"| {label} | {table} | {cells} |")
     return "\n".join(rows)
 
 
-TABLES = {"methods": methods_table, "published": published_table}
+def recipe_tables() -> str:
+    """One line per recipe table: the command that reproduces it, its cells and its source."""
+    rows = ["| table | cells | reproduce | source |", "|---|---|---|---|"]
+    for table in recipes.tables().values():
+        rows.append(f"| {table.title} | {len(table.cells)} | `sh scripts/reproduce.sh {table.name}` | {table.source} |")
+    return "\n".join(rows)
+
+
+TABLES = {"methods": methods_table, "published": published_table, "recipes": recipe_tables}
 
 
 def _pattern(name: str) -> re.Pattern[str]:
@@ -85,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         write_readme()
         print(f"updated {README}")
         return
-    print(methods_table(), published_table(), sep="\n\n")
+    print(*(build() for build in TABLES.values()), sep="\n\n")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,38 @@
-"""Our CIFAR-100 numbers beside the published ones: difference, 95% interval, verdict, protocol check.
+"""Our numbers beside the published ones: difference, 95% interval, verdict, and how the settings differ.
 
-Published student accuracies come from each method file's ``published`` dict ("teacher->student", and
-"teacher->student+KD" for the run with a KD term); published teacher accuracies are those of the CRD
-paper (Tian et al., ICLR 2020, Table 1), whose teacher checkpoints ``scripts/fetch_pretrained_teachers.sh``
-fetches. A teacher is the published one only when its content says so (``teacher_note``). The interval
-is Student's t interval for the mean of our trials' best accuracies.
+Published numbers and the settings they were obtained with come from the recipe files (recipes/, one
+per published table). A group of runs is compared with the cell of its dataset, pair and method whose
+settings it has (a run trained with --recipe: its recorded recipe); where it departs from the nearest
+cell, each departure is named and the row gets no verdict. Published teacher accuracies come from the
+tables' [[teacher]] entries; a teacher is the published one only when its content says so
+(``teacher_note``). The interval is Student's t interval for the mean of our trials' best
+accuracies.
+
+    python -m reporting.reproduction save/ [--table dkd-cifar100]    # print the table (markdown)
 """
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import recipes
 from distiller_zoo import METHODS
+from helper.errors import report_user_errors
 from helper.options import SMALL_LR_ARCHS
 from helper.published_teachers import FETCH_SCRIPT, RECORD_FILE, conflicts_with_table, published_by_digest
 from reporting.run_settings import SHORT_DIGEST, teacher_cell
-from reporting.runs import Group, Run, is_canonical, plain_number
+from reporting.runs import Group, Run, group_runs, plain_number, scan
 
-PUBLISHED_DATASET = "cifar100"
-PUBLISHED_TEACHERS = {"resnet32x4": 79.42, "wrn_40_2": 75.61, "resnet56": 72.34, "resnet110": 74.31,
-                      "vgg13": 74.64, "ResNet50": 79.34}
 PROTOCOL_EPOCHS, PROTOCOL_BATCH_SIZE = 240, 64
 CONFIDENCE = 0.95
 SPREAD_MIN_TRIALS = 3
 TEACHER_METHODS = ("teacher (used)", "teacher (trained here)")  # the method cell of the teacher rows
+NO_COUNTERPART = "no published counterpart at these settings"
+NOT_RUN = "not run"
 
 
 @dataclass
@@ -39,7 +45,9 @@ class Comparison:
     published: float
     best: list[float]               # our runs' best test accuracies (one per trial)
     last: list[float]
-    protocol: list[str] = field(default_factory=list)   # how the runs differ from the published protocol
+    protocol: list[str] = field(default_factory=list)   # how the runs differ from the recipe (and the teacher)
+    recipe: str = ""                # the recipe cell compared with (teacher rows: its table)
+    departs: bool = False           # the settings differ from the recipe's: no verdict
 
     @property
     def n(self) -> int:
@@ -51,7 +59,9 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.published, self.interval)
+        if not self.best:
+            return NOT_RUN
+        return NO_COUNTERPART if self.departs else verdict(self.published, self.interval)
 
     @property
     def difference(self) -> float | None:
@@ -82,13 +92,44 @@ def verdict(published: float, interval: tuple[float, float] | None) -> str:
     return "consistent"
 
 
-def published_student(run: Run) -> float | None:
-    """The authors' CIFAR-100 number for this run's method, pair and KD variant; None where there is none."""
+def sweep_name(run: Run) -> str:
+    """The recipe method name of a run: its --distill key, KEY+kd for a method without a KD term run with one."""
     method = METHODS.get(run.method)
-    if method is None or run.dataset != PUBLISHED_DATASET:
-        return None
-    with_kd = method.default_alpha == 0 and (run.alpha or 0) > 0
-    return method.published.get(f"{run.teacher}->{run.student}" + ("+KD" if with_kd else ""))
+    with_kd = method is not None and method.default_alpha == 0 and (run.alpha or 0) > 0
+    return f"{run.method}+kd" if with_kd else run.method
+
+
+def run_settings(run: Run) -> dict[str, Any]:
+    """The run's settings, with the loss weights of its folder name where the settings lack them."""
+    weights = {"gamma": run.gamma, "alpha": run.alpha, "beta": run.beta}
+    return {**{name: value for name, value in weights.items() if value is not None}, **run.settings}
+
+
+def departures(run: Run, cell: recipes.Cell) -> list[str]:
+    """Each setting in which the run departs from the cell: 'dkd_beta 8 (recipe 2)'."""
+    return [f"{name} {plain_value(ours)} (recipe {plain_value(theirs)})"
+            for name, (ours, theirs) in recipes.departures(cell, run_settings(run)).items()]
+
+
+def plain_value(value: Any) -> str:
+    return plain_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def matching_cells(run: Run) -> list[tuple[recipes.Cell, list[str]]]:
+    """The cells a run is compared with and its departures from each: the cell of its recorded recipe;
+    else every cell of its dataset, pair and method that it matches in every setting; else the nearest
+    such cell (fewest departures); [] when no table has its dataset, pair and method."""
+    recorded = (run.recipe or {}).get("name")
+    cell = recipes.find_cell_or_none(recorded) if isinstance(recorded, str) else None
+    if cell is not None:
+        return [(cell, departures(run, cell))]
+    candidates = [cell for cell in recipes.all_cells() if (cell.dataset, cell.teacher, cell.student, cell.distill)
+                  == (run.dataset, run.teacher, run.student, run.method)]
+    scored = [(cell, departures(run, cell)) for cell in candidates]
+    exact = [(cell, found) for cell, found in scored if not found]
+    if exact or not scored:
+        return exact
+    return [min(scored, key=lambda pair: (len(pair[1]), pair[0].method != sweep_name(run)))]
 
 
 def teacher_records(run: Run) -> list[Path]:
@@ -133,87 +174,107 @@ def teacher_note(run: Run) -> str:
 
 
 def schedule_differences(run: Run) -> list[str]:
-    """How a run's epochs, batch size and learning rate differ from the published protocol (240, 64, 0.05;
-    lr 0.01 for MobileNetV2 and ShuffleNet students)."""
+    """How a teacher trained here differs from the published teachers' schedule (240 epochs, batch 64,
+    lr 0.05; lr 0.01 for MobileNetV2 and ShuffleNet)."""
     expected = {"epochs": PROTOCOL_EPOCHS, "batch_size": PROTOCOL_BATCH_SIZE,
                 "learning_rate": 0.01 if run.student in SMALL_LR_ARCHS else 0.05}
     return [f"{name} {plain_number(run.settings[name])} (published {plain_number(value)})"
             for name, value in expected.items() if name in run.settings and run.settings[name] != value]
 
 
-def protocol_differences(run: Run) -> list[str]:
-    """How a distillation run's settings differ from the published protocol: the schedule, the method's
-    default weights, no --logit_stand, the published teacher."""
+
+
+def protocol_differences(run: Run, cell: recipes.Cell) -> tuple[list[str], bool]:
+    """How a distillation run differs from a recipe cell: its departures (each setting), then the
+    teacher; and whether it departs in a setting (no verdict then)."""
     note = teacher_note(run)
     teacher = [note] if note else []
     if not run.settings:
-        return ["settings unknown (no checkpoint)", *teacher]
-    found = schedule_differences(run)
-    if not is_canonical(run.method, run.gamma, run.alpha, run.beta):
-        found.append(f"weights -r {plain_number(run.gamma)} -a {plain_number(run.alpha)} -b {plain_number(run.beta)} "
-                     "(not the method's defaults)")
-    if run.settings.get("logit_stand"):
-        found.append("--logit_stand")
-    return found + teacher
+        return ["settings unknown (no checkpoint)", *teacher], True
+    found = departures(run, cell)
+    return found + teacher, bool(found)
 
 
-def student_comparisons(groups: list[Group]) -> list[Comparison]:
-    """A row for every averaged distillation group that has a published number."""
+def student_comparisons(groups: list[Group], table: str | None = None) -> list[Comparison]:
+    """A row for every averaged distillation group and recipe cell it is compared with (of ``table``
+    only, when given)."""
     rows = []
     for group in groups:
         run = group.first
-        published = published_student(run) if run.kind == "student" and not group.apart else None
-        if published is None:
+        if run.kind != "student" or group.apart:
             continue
-        pair = f"{teacher_cell(run.teacher, run.teacher_digest, None)} -> {run.student}"
-        rows.append(Comparison(run.dataset, pair, group.column, published,
-                               group.values("best_acc"), group.values("last_acc"), protocol_differences(run)))
+        for cell, _ in matching_cells(run):
+            if table is not None and cell.table != table:
+                continue
+            protocol, departs = protocol_differences(run, cell)
+            pair = f"{teacher_cell(run.teacher, run.teacher_digest, None)} -> {run.student}"
+            rows.append(Comparison(run.dataset, pair, group.column, cell.published, group.values("best_acc"),
+                                   group.values("last_acc"), protocol, cell.name, departs))
     return rows
 
 
-def teacher_comparisons(groups: list[Group]) -> list[Comparison]:
+def teacher_comparisons(groups: list[Group], table: str | None = None) -> list[Comparison]:
     """The teachers the distillation runs used, and the teachers trained here from scratch, against the
-    published teacher accuracies."""
+    published teacher accuracies (of ``table``'s [[teacher]] entries only, when given)."""
     rows, seen = [], set()
     for group in groups:
         run = group.first
-        if run.dataset != PUBLISHED_DATASET or group.apart:
+        if group.apart:
             continue
-        if run.kind == "student" and run.teacher in PUBLISHED_TEACHERS and run.teacher_acc is not None:
+        if table is not None and recipes.load_table(table).dataset != run.dataset:
+            continue
+        published = (recipes.load_table(table).teachers if table is not None
+                     else recipes.published_teachers(run.dataset))
+        if run.kind == "student" and run.teacher in published and run.teacher_acc is not None:
             key = (run.teacher, run.teacher_digest or round(run.teacher_acc, 2))
             if key not in seen:
                 seen.add(key)
                 name = teacher_cell(run.teacher, run.teacher_digest, None)
                 note = teacher_note(run)
-                rows.append(Comparison(run.dataset, name, "teacher (used)", PUBLISHED_TEACHERS[run.teacher],
+                rows.append(Comparison(run.dataset, name, "teacher (used)", published[run.teacher],
                                        [run.teacher_acc], [], [note] if note else []))
-        elif run.kind == "vanilla" and run.method == "vanilla" and run.student in PUBLISHED_TEACHERS:
+        elif run.kind == "vanilla" and run.method == "vanilla" and run.student in published:
             rows.append(Comparison(run.dataset, run.student, "teacher (trained here)",
-                                   PUBLISHED_TEACHERS[run.student], group.values("best_acc"),
+                                   published[run.student], group.values("best_acc"),
                                    group.values("last_acc"), schedule_differences(run)))
     return rows
 
 
-def comparisons(groups: list[Group]) -> list[Comparison]:
-    """The reproduction table of ``groups`` (sorted as the summary sorts them): teachers first, then students."""
-    return teacher_comparisons(groups) + student_comparisons(groups)
+def comparisons(groups: list[Group], table: str | None = None) -> list[Comparison]:
+    """The reproduction table of ``groups`` (sorted as the summary sorts them): teachers first, then
+    students; of one recipe table when ``table`` is given."""
+    return teacher_comparisons(groups, table) + student_comparisons(groups, table)
+
+
+def table_report(groups: list[Group], table: str) -> list[Comparison]:
+    """One recipe table in full: the rows of ``comparisons(groups, table)`` and a 'not run' row for
+    each cell that no group has the settings of, in the file's order."""
+    rows = comparisons(groups, table)
+    done = {row.recipe for row in rows if not row.departs}
+    for cell in recipes.load_table(table).cells:
+        if cell.name not in done:
+            rows.append(Comparison(cell.dataset, f"{cell.teacher} -> {cell.student}", cell.label, cell.published,
+                                   [], [], [], cell.name))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
 # output
 
 COLUMNS = ["dataset", "pair", "method", "published", "n", "best_mean", "best_std", "best_min", "best_max",
-           "last_mean", "last_std", "difference", "interval_low", "interval_high", "verdict", "protocol"]
+           "last_mean", "last_std", "difference", "interval_low", "interval_high", "verdict", "protocol", "recipe"]
 EXPLANATION = (
-    "Published: the authors' CIFAR-100 top-1 (%) (teachers: the CRD paper's). Ours: mean ± sample std of the "
+    "Published: the authors' top-1 (%) of the recipe (recipes/<table>.toml: the published number and the "
+    "settings it was obtained with; teachers: the tables' published teachers). Ours: mean ± sample std of the "
     "best test accuracy over n trials, and of the last epoch's. 95% interval: Student's t interval for the mean "
     "of our trials (n-1 degrees of freedom); with 3 trials it is about ±2.5 std wide, so only large gaps "
     "show. Verdict: *consistent* when the published value lies in the interval, *ours lower* / *ours higher* "
     "when it lies above / below the whole interval, *n too small* for one trial. Published numbers are "
-    "themselves means (or medians) of a few runs, with their own spread. Where our runs' settings differ "
-    "from the published protocol (240 epochs, batch 64, lr 0.05 or 0.01 for MobileNetV2/ShuffleNet "
-    "students, the method's default weights, no --logit_stand, the published teacher) the last column says "
-    "how, and the numbers are not the paper's experiment. min-max is shown for 3 or more trials.")
+    "themselves means (or medians) of a few runs, with their own spread. Each group is compared with the "
+    "recipe of its dataset, pair and method whose settings it has (runs trained with --recipe: that recipe); "
+    "where its settings depart from the nearest recipe, the last columns name each departure ('dkd_beta 8 "
+    f"(recipe 2)') and the verdict is *{NO_COUNTERPART}*: the numbers are not the paper's experiment. A "
+    "teacher that is not the published checkpoint is named too. min-max is shown for 3 or more trials.")
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -232,7 +293,7 @@ def as_record(row: Comparison) -> dict[str, Any]:
             "best_mean": best_mean, "best_std": best_std, "best_min": min(row.best) if spread else None,
             "best_max": max(row.best) if spread else None, "last_mean": last_mean, "last_std": last_std,
             "difference": row.difference, "interval_low": low, "interval_high": high, "verdict": row.verdict,
-            "protocol": "; ".join(row.protocol)}
+            "protocol": "; ".join(row.protocol), "recipe": row.recipe}
 
 
 def csv_record(row: Comparison) -> dict[str, str]:
@@ -253,15 +314,16 @@ def markdown_row(row: Comparison) -> list[str]:
     spread = "-" if values["best_min"] is None else f"{values['best_min']:.2f}-{values['best_max']:.2f}"
     interval = "-" if row.interval is None else f"[{row.interval[0]:.2f}, {row.interval[1]:.2f}]"
     difference = "-" if row.difference is None else f"{row.difference:+.2f}"
-    verdict_cell = row.verdict + (" (settings differ)" if row.protocol else "")
+    verdict_cell = row.verdict + (" (settings differ)" if row.protocol and not row.departs and row.best else "")
+    differs = "; ".join(row.protocol) or ("as published" if row.best else "-")
     return [row.dataset, row.pair, row.method, f"{row.published:.2f}",
             f"{_mean_std_cell(values['best_mean'], values['best_std'])} ({row.n})", spread,
             _mean_std_cell(values["last_mean"], values["last_std"]), difference, interval, verdict_cell,
-            "; ".join(row.protocol) or "as published"]
+            differs, row.recipe or "-"]
 
 
 MARKDOWN_HEADER = ["dataset", "teacher -> student", "method", "published", "ours best (n)", "min-max", "ours last",
-                   "ours - published", "95% interval", "verdict", "differs from the published protocol"]
+                   "ours - published", "95% interval", "verdict", "differs from the recipe", "recipe"]
 
 
 def heat_maps(rows: list[Comparison], folder: Path) -> list[Path]:
@@ -306,3 +368,28 @@ def heat_maps(rows: list[Comparison], folder: Path) -> list[Path]:
         written.append(path)
     return written
 
+
+def markdown(rows: list[Comparison]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| " + " | ".join(MARKDOWN_HEADER) + " |", "|" + "---|" * len(MARKDOWN_HEADER)]
+    return "\n".join(lines + ["| " + " | ".join(markdown_row(row)) + " |" for row in rows])
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Our runs beside the published numbers of the recipes.")
+    parser.add_argument("save_folder", nargs="?", default="save", help="the runs' --save_folder")
+    parser.add_argument("--table", default=None, help="one recipe table, every cell (not run ones too), e.g. "
+                        "dkd-cifar100 (default: every group that has a published counterpart)")
+    opt = parser.parse_args(argv)
+    table = recipes.load_table(opt.table) if opt.table else None
+    groups = group_runs(scan(Path(opt.save_folder)))
+    rows = table_report(groups, table.name) if table else comparisons(groups)
+    if table:
+        print(f"{table.title}\nsource: {table.source}\n")
+    print(markdown(rows) if rows else f"No run under '{opt.save_folder}' has a published counterpart.")
+    print(f"\n{EXPLANATION}")
+
+
+if __name__ == "__main__":
+    main()

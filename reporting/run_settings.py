@@ -8,6 +8,7 @@ what is trained (output paths, logging and speed switches).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -48,18 +49,18 @@ def read_run_record(run_dir: Path, notices: list[str] | None = None) -> dict[str
 
 def settings_from_options(opt: dict[str, Any]) -> dict[str, Any]:
     """A run's training settings from the options saved in its checkpoint (runs without a record): all
-    but the options that do not affect training and, for a distillation run, the other methods' flags."""
-    unused = _other_methods_flags(opt.get("distill"))
-    return {key: value for key, value in opt.items() if key not in NOT_TRAINING_OPTIONS and key not in unused}
+    but the options that do not affect training and, for a distillation run, the flags of the other
+    methods and optimizers, with the method named as a record names it (``--distill dot`` and
+    ``--distill kd --optimizer dot`` alike: 'dot')."""
+    from distiller_zoo.base import recorded_settings, split_method_name, unused_method_flags
+    from helper.optimizers import unused_optimizer_settings
 
-
-def _other_methods_flags(method_key: Any) -> set[str]:
-    """Option names declared only by methods other than ``method_key`` (KD's flags, used by every
-    method's KD term, are kept); empty for an unknown method."""
-    from distiller_zoo import METHODS
-    from distiller_zoo.base import unused_method_flags
-
-    return unused_method_flags(method_key) if method_key in METHODS else set()
+    split = split_method_name(opt["distill"]) if isinstance(opt.get("distill"), str) else None
+    if split is None:
+        return {key: value for key, value in opt.items() if key not in NOT_TRAINING_OPTIONS}
+    optimizer = argparse.Namespace(optimizer=opt.get("optimizer") or split[1])
+    unused = NOT_TRAINING_OPTIONS | unused_method_flags(split[0]) | unused_optimizer_settings(optimizer)
+    return recorded_settings({key: value for key, value in opt.items() if key not in unused})
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:

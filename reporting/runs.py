@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from distiller_zoo import METHODS
+from distiller_zoo import METHODS, table_names
+from distiller_zoo.base import run_method_name, split_method_name
+from distiller_zoo.base import method_label as registry_label
 from helper.run_folder import (KIND_FOLDERS, LAST_SUFFIX, Stage, best_checkpoints, checkpoint_stage,
                                epoch_checkpoints, is_last_checkpoint, last_checkpoints, metrics_file,
                                parse_folder_name)
@@ -42,7 +44,8 @@ class Run:
     dataset: str
     teacher: str                    # teacher arch ('-' for vanilla runs; the source's teacher for transfer)
     student: str                    # the trained (or transferred) model's arch
-    method: str                     # --distill key, 'vanilla', or the transferred student's key
+    method: str                     # --distill key ('crd_dot', 'dot': with --optimizer dot), 'vanilla', or the
+                                    # transferred student's
     gamma: float | None = None
     alpha: float | None = None
     beta: float | None = None
@@ -61,6 +64,7 @@ class Run:
     teacher_dataset: str | None = None     # the dataset the teacher file records (None: it records none)
     settings_changed: list[tuple[str, Any, Any]] = field(default_factory=list)  # run.json vs its last checkpoint
     weights_digest: str | None = None      # a checkpoint without options (method 'published'): its weights digest
+    recipe: dict[str, Any] | None = None   # the run record's recipe entry (train_student.py --recipe)
 
     @property
     def unfinished(self) -> bool:
@@ -317,8 +321,8 @@ def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], nam
 
     if kind == "student":
         weights = [_number(pick(key)) for key in ("gamma", "alpha", "beta")]
-        return str(pick("model_t", state.get("model_t", "?"))), str(pick("model_s", "?")), str(pick("distill", "?")), \
-            weights
+        method = run_method_name(str(pick("distill", "?")), opt.get("optimizer"))
+        return str(pick("model_t", state.get("model_t", "?"))), str(pick("model_s", "?")), method, weights
     if kind == "vanilla":  # trained here, or a published checkpoint (no options, no metrics)
         published = bool(state) and not rows and "opt" not in state
         return "-", str(pick("model", state.get("arch", "?"))), "published" if published else "vanilla", [None] * 3
@@ -392,7 +396,8 @@ def _provenance(run_dir: Path, state: dict[str, Any], opt: dict[str, Any], notic
     return {"settings": with_data_digest(settings, record), "recorded": True, "settings_changed": changed,
             "teacher_acc": teacher_acc if teacher_acc is not None else _number(teacher.get("accuracy")),
             "teacher_digest": teacher.get("digest"), "teacher_path": teacher.get("path"),
-            "teacher_dataset": teacher.get("dataset")}
+            "teacher_dataset": teacher.get("dataset"),
+            "recipe": record.get("recipe") if isinstance(record.get("recipe"), dict) else None}
 
 
 def read_run(run_dir: Path, kind: str, notices: list[str] | None = None) -> Run | None:
@@ -479,28 +484,29 @@ def scan(save_folder: Path, notices: list[str] | None = None) -> list[Run]:
 # grouping and labels
 
 def method_label(method: str, alpha: float | None) -> str:
-    """The papers' name of a --distill key ('crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD');
-    'vanilla', 'published' and unknown keys stay as they are."""
-    return METHODS[method].label(alpha or 0.0) if method in METHODS else method
+    """The papers' name of a --distill key ('crd' -> 'CRD'; with a KD term (-a > 0) 'CRD+KD'; 'crd_dot' ->
+    'CRD+DOT'); 'vanilla', 'published' and unknown keys stay as they are."""
+    return registry_label(method, alpha or 0.0)
 
 
 def paper_columns() -> list[str]:
     """The method columns of the paper-layout table, in the registry's order (KEY+KD after KEY
-    for the methods swept with a KD term too)."""
+    for the methods swept with a KD term too; a preset's, e.g. KD+DOT, in its place)."""
     columns = []
-    for method in METHODS.values():
-        columns.append(method.label())
-        if method.sweep_with_kd:
-            columns.append(method.label(alpha=1.0))
+    for key in table_names():
+        columns.append(registry_label(key))
+        if key in METHODS and METHODS[key].sweep_with_kd:
+            columns.append(registry_label(key, alpha=1.0))
     return columns
 
 
 def is_canonical(method: str, gamma: float | None, alpha: float | None, beta: float | None) -> bool:
     """The weights of the paper tables: the method's defaults (kd: -r 0.1 -a 0.9 -b 0), or, for a
     method without a KD term, the same plus -a 1 (the +KD rows)."""
-    if method not in METHODS:
+    split = split_method_name(method)
+    if split is None:
         return False
-    cls = METHODS[method]
+    cls = METHODS[split[0]]
     if (gamma, beta) != (cls.default_gamma, cls.default_beta):
         return False
     return alpha == cls.default_alpha or (cls.default_alpha == 0 and alpha == 1.0)

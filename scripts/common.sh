@@ -15,6 +15,9 @@
 #   RUNS_PER_GPU  runs each GPU holds at once (default 1)
 #   WORKERS       without GPUS: runs at once on the CPU (default 1), the cores split among them
 #   DRY_RUN       DRY_RUN=1 lists the runs, their folders and status, and trains nothing
+#   LAUNCHER      local (default: the workers above, on this machine) or slurm: the runs still to do
+#                 become one SLURM job array through submitit (scripts/slurm_launch.py; settings from
+#                 SLURM_SWEEP_PARTITION, SLURM_SWEEP_GPUS, SLURM_SWEEP_TIME, ..., see the README)
 #
 # Each run's folder and status come from its entry script (with the run's exact flags, EXTRA
 # included): finished runs are skipped, unfinished ones continued with --resume auto, others
@@ -31,6 +34,7 @@ GPUS=${GPUS:-${GPU:-}}
 RUNS_PER_GPU=${RUNS_PER_GPU:-}
 WORKERS=${WORKERS:-}
 DRY_RUN=${DRY_RUN:-}
+LAUNCHER=${LAUNCHER:-local}
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -100,10 +104,10 @@ add_run() {  # SCRIPT ARGS...: queue one run of an entry script, with EPOCHS, th
 "
 }
 
-run_sweep() {  # run the queued runs with scripts/sweep.py (it replaces this shell: Ctrl-C goes to it)
+run_sweep() {  # run (or submit, LAUNCHER=slurm) the queued runs with scripts/sweep.py (it replaces this shell)
     case $DRY_RUN in '' | 0) ;; *) set -- --dry_run ;; esac
     exec "$PYTHON" "$SCRIPT_DIR/sweep.py" --name "$SWEEP_NAME" --gpus "$GPUS" --runs_per_gpu "$RUNS_PER_GPU" \
-        --workers "$WORKERS" "$@" <<EOF
+        --workers "$WORKERS" --launcher "$LAUNCHER" "$@" <<EOF
 $SWEEP_RUNS
 EOF
 }

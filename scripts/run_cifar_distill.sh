@@ -5,11 +5,12 @@
 # Usage, from the repository root:   sh scripts/run_cifar_distill.sh
 # Smoke run (1 epoch, 1 trial):       EPOCHS=1 TRIALS=1 sh scripts/run_cifar_distill.sh
 # Four GPUs, two runs on each:        GPUS=0,1,2,3 RUNS_PER_GPU=2 sh scripts/run_cifar_distill.sh
+# A SLURM job array, one run a task:  LAUNCHER=slurm SLURM_SWEEP_PARTITION=gpu sh scripts/run_cifar_distill.sh
 # Environment (defaults below):
 #   TEACHER      teacher checkpoint (fetch it with sh scripts/fetch_pretrained_teachers.sh)
 #   STUDENT      student architecture
 #   METHODS      subset, e.g. METHODS="kd crd dcd+kd" (default: every method, in the tables' order)
-#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN LAUNCHER PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
 # Weights are each method's defaults (-r/-a/-b, declared in its file); KEY+kd adds -a 1.
 # Finished runs are skipped and unfinished ones resumed, so the script can be re-run at will.
 set -eu

@@ -8,7 +8,7 @@
 #   METHODS      method names as in run_cifar_distill.sh (KEY or KEY+kd)
 #   PAIRS        teacher:student pairs (default: SAME_ARCH_PAIRS then CROSS_ARCH_PAIRS)
 #   TEACHER_DIR  where the teachers are: <TEACHER_DIR>/<teacher>_vanilla/ckpt_epoch_240.pth
-#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN LAUNCHER PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
 # MobileNetV2/ShuffleV1/ShuffleV2 students get learning rate 0.01 (train_student.py's default).
 set -eu
 

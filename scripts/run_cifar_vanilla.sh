@@ -6,7 +6,7 @@
 # Smoke run:                          EPOCHS=1 TRIALS=1 MODELS="resnet8x4" sh scripts/run_cifar_vanilla.sh
 # Environment (defaults below):
 #   MODELS       architectures to train (default: TEACHER_MODELS then STUDENT_MODELS)
-#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN LAUNCHER PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
 # Runs land in <SAVE_FOLDER>/models/<model>_vanilla_trial_<t>/ (train_teacher.py --trial t), so
 # they never touch the fetched published teachers in <model>_vanilla/. To distil from your own
 # teacher: TEACHER=save/models/resnet32x4_vanilla_trial_1/resnet32x4_last.pth sh scripts/run_cifar_distill.sh

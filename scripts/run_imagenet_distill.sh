@@ -6,6 +6,8 @@
 #   TEACHER=~/.cache/torch/hub/checkpoints/resnet34-b627a593.pth sh scripts/run_imagenet_distill.sh
 #   PAIR=resnet50-mobilenetv2 TEACHER=/path/to/resnet50-0676ba61.pth METHOD=crd sh scripts/run_imagenet_distill.sh
 # Smoke run on 2 CPU processes:   NPROC=2 EPOCHS=1 EXTRA="--device cpu --image_size 64" sh scripts/run_imagenet_distill.sh
+# On a SLURM cluster, 8 GPUs x 2 nodes per run, requeued at the time limit:
+#   LAUNCHER=slurm SLURM_SWEEP_GPUS=8 SLURM_SWEEP_NODES=2 TEACHER=... sh scripts/run_imagenet_distill.sh
 # Environment (defaults below):
 #   TEACHER      torchvision state_dict file (e.g. resnet34-b627a593.pth) or a checkpoint of this repo
 #   PAIR         resnet34-resnet18 | resnet50-mobilenetv2 (sets the student; the teacher is read from TEACHER)
@@ -14,6 +16,10 @@
 #   BATCH_SIZE   per process (default 64); the learning rate is 0.1 x BATCH_SIZE/256 x NPROC (--lr_scaling linear)
 #   EPOCHS       default: the ImageNet recipe's 100 (decay at 30, 60, 90; weight decay 1e-4)
 #   TRIAL DATA_FOLDER SAVE_FOLDER PYTHON EXTRA (extra flags for train_student.py)
+#   LAUNCHER     local (default: torchrun here) or slurm: the run becomes a SLURM job through submitit
+#                (scripts/common.sh, scripts/slurm_launch.py), torchrun inside it with SLURM_SWEEP_GPUS
+#                processes (default 8) on each of SLURM_SWEEP_NODES nodes, SLURM_SWEEP_CPUS (default 8 per
+#                GPU) cores and SLURM_SWEEP_MEM (default 0: all) memory per node; NPROC does not apply
 # The images are read from $DATA_FOLDER/imagenet/{train,val}/<wnid>/*.JPEG. Re-running the script
 # continues an unfinished run (--resume auto); Ctrl-C or SIGTERM saves a checkpoint first.
 set -eu
@@ -48,6 +54,19 @@ if [ -z "${TEACHER:-}" ] || [ ! -f "$TEACHER" ]; then
          "resnet34-b627a593.pth (download it once on a machine with internet access; nothing is fetched" \
          "at run time). Got '${TEACHER:-}'." >&2
     exit 2
+fi
+
+if [ "${LAUNCHER:-local}" != local ]; then  # the sweep machinery: DRY_RUN, run_status.py, requeue
+    SLURM_SWEEP_GPUS=${SLURM_SWEEP_GPUS:-8}
+    SLURM_SWEEP_CPUS=${SLURM_SWEEP_CPUS:-$((SLURM_SWEEP_GPUS * 8))}
+    SLURM_SWEEP_MEM=${SLURM_SWEEP_MEM:-0}  # sbatch --mem=0: all of each node's memory
+    export SLURM_SWEEP_GPUS SLURM_SWEEP_CPUS SLURM_SWEEP_MEM
+    TRIALS=1
+    . "$SCRIPT_DIR/common.sh"
+    # shellcheck disable=SC2086  # WEIGHTS is a word list
+    add_run train_student.py --dataset imagenet --path_t "$TEACHER" --model_s "$STUDENT" --distill "$METHOD" \
+        --batch_size "$BATCH_SIZE" --trial "$TRIAL" --lr_scaling linear --sync_bn --channels_last $WEIGHTS
+    run_sweep
 fi
 
 set -- --dataset imagenet --data_folder "$DATA_FOLDER" --save_folder "$SAVE_FOLDER" --path_t "$TEACHER" \

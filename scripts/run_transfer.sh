@@ -10,7 +10,7 @@
 #   STUDENT_CKPT the distilled student's checkpoint (--path_s)
 #   STUDENT      its architecture (--model_s)
 #   DATASETS     target datasets, e.g. DATASETS=stl10
-#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
+#   TRIALS EPOCHS EXTRA GPUS RUNS_PER_GPU WORKERS DRY_RUN LAUNCHER PYTHON SAVE_FOLDER DATA_FOLDER   see scripts/common.sh
 #                (EPOCHS defaults to transfer_student.py's 120)
 set -eu
 

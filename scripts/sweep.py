@@ -5,6 +5,7 @@ hand them here, one per line on stdin: the entry script and its arguments, separ
 
     python scripts/sweep.py --methods        # the sweeps' method names and their -r/-a/-b (registry)
     python scripts/sweep.py [--workers N | --gpus 0,1,2,3 [--runs_per_gpu 2]] [--dry_run] < runs.tsv
+    python scripts/sweep.py --launcher slurm [--dry_run] < runs.tsv   # one SLURM job array (scripts/slurm_launch.py)
 
 For each run the entry script itself says where its run folder is and when it is finished (the
 code behind its --print_run_dir, with the run's exact arguments). Each free worker then takes the
@@ -34,16 +35,20 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataset.teacher_bank import AUTO_BUILD_MIN_EPOCHS  # noqa: E402
-from helper.errors import UserError, report_user_errors  # noqa: E402
+from helper.errors import UserError, did_you_mean, report_user_errors  # noqa: E402
 from helper.run_folder import RunPlan  # noqa: E402
+from helper.util import clock, log_tail  # noqa: E402
 from training import ENTRY_MODULES  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
+
+if TYPE_CHECKING:
+    from slurm_launch import SlurmSettings  # imported when LAUNCHER=slurm only: it is where submitit is used
 
 ENTRY_SCRIPTS = tuple(ENTRY_MODULES)
 RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
@@ -51,17 +56,20 @@ RETRY_SECONDS = 2.0  # how often a run held by another process is checked again
 
 def method_table() -> list[tuple[str, str]]:
     """(name, flags) of every method a sweep can run, in registry order: each key with its default
-    weights, followed by KEY+kd (-a 1) for the methods marked ``sweep_with_kd``."""
-    from distiller_zoo import METHODS
+    weights, followed by KEY+kd (-a 1) for the methods marked ``sweep_with_kd``; a preset (``dot``:
+    KD with --optimizer dot) with its method's weights."""
+    from distiller_zoo import METHODS, table_names
+    from distiller_zoo.base import resolve_method
 
     def flags(key: str, gamma: float, alpha: float, beta: float) -> str:
         return f"--distill {key} -r {gamma:g} -a {alpha:g} -b {beta:g}"
 
     rows = []
-    for key, method in METHODS.items():
-        rows.append((key, flags(key, method.default_gamma, method.default_alpha, method.default_beta)))
-        if method.sweep_with_kd:
-            rows.append((f"{key}+kd", flags(key, method.default_gamma, 1.0, method.default_beta)))
+    for name in table_names():
+        method = resolve_method(name)
+        rows.append((name, flags(name, method.default_gamma, method.default_alpha, method.default_beta)))
+        if name in METHODS and method.sweep_with_kd:
+            rows.append((f"{name}+kd", flags(name, method.default_gamma, 1.0, method.default_beta)))
     return rows
 
 
@@ -205,13 +213,6 @@ def _pump(source: BinaryIO, log: BinaryIO, echo: bool) -> None:
                 pass
 
 
-def clock(seconds: float, hours: bool = False) -> str:
-    """'1:02:03' / '2:03' ('0:02:03' with ``hours``) for a duration in seconds."""
-    minutes, secs = divmod(int(seconds), 60)
-    whole_hours, minutes = divmod(minutes, 60)
-    return f"{whole_hours}:{minutes:02d}:{secs:02d}" if whole_hours or hours else f"{minutes}:{secs:02d}"
-
-
 def best_accuracy(run: Run) -> str:
     try:
         from helper.checkpoint import load_checkpoint
@@ -219,18 +220,6 @@ def best_accuracy(run: Run) -> str:
         return f"best acc {load_checkpoint(run.plan.last_path, mmap=True).get('best_acc', 0):.2f}"
     except (UserError, TypeError, ValueError):
         return "best acc ?"
-
-
-def log_tail(path: Path, lines: int = 3) -> str:
-    """The last non-empty lines of a run's log (its error message), joined with ' | '."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))
-            text = handle.read().decode(errors="replace").replace("\r", "\n")
-    except OSError:
-        return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[sweep]")]
-    return " | ".join(kept[-lines:])
 
 
 class StopRequest:
@@ -456,15 +445,14 @@ def write_plan(runs: list[Run], name: str) -> None:
         os.replace(tmp, path)
 
 
-def print_overview(runs: list[Run], workers: list[Worker], name: str, dry_run: bool) -> None:
+def print_overview(runs: list[Run], where: str, name: str, dry_run: bool) -> None:
     """One line with the counts per status (and, for a dry run, every run and its command)."""
     statuses = [run.plan.status() for run in runs]
     counts = {status: statuses.count(status) for status in ("finished", "running", "unfinished", "missing", "conflict")}
     logs = sorted({str(run.plan.save_folder / "logs") for run in runs})
     print(f"{name}: {len(runs)} runs: {counts['finished']} finished, {counts['running']} running elsewhere, "
           f"{counts['unfinished']} unfinished, {counts['missing']} not started, {counts['conflict']} conflict (other "
-          f"settings in the folder); {len(workers)} worker(s): "
-          f"{', '.join(worker.name for worker in workers)}; run logs in {', '.join(logs) or '-'}", flush=True)
+          f"settings in the folder); {where}; run logs in {', '.join(logs) or '-'}", flush=True)
     if dry_run:
         for run, status in zip(runs, statuses):
             print(f"{status:<10} {run.plan.run_dir}\n           {run.script} {' '.join(run.args)}")
@@ -478,7 +466,38 @@ def parse_cli(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus", default="", help="GPU ids for CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3, or 'all'")
     parser.add_argument("--runs_per_gpu", default="", help="runs each GPU holds at once (default 1)")
     parser.add_argument("--dry_run", action="store_true", help="list the runs and their status; train nothing")
+    parser.add_argument("--launcher", default="local", help="local (workers on this machine, the default) or slurm "
+                        "(one SLURM job array through submitit, settings from SLURM_SWEEP_*)")
     return parser.parse_args(argv)
+
+
+LAUNCHERS = ("local", "slurm")
+
+
+def slurm_settings(args: argparse.Namespace) -> SlurmSettings | None:
+    """The SLURM_SWEEP_* settings for --launcher slurm (None for local); refuses an unknown launcher
+    and the local workers' variables, before any run is planned."""
+    launcher = args.launcher.strip() or "local"
+    if launcher not in LAUNCHERS:
+        raise UserError(f"Unknown LAUNCHER '{launcher}'.{did_you_mean(launcher, LAUNCHERS)} Use LAUNCHER=local (the "
+                        "default: workers on this machine, see GPUS and WORKERS) or LAUNCHER=slurm (one SLURM job "
+                        "array, see the SLURM_SWEEP_* variables in the README's 'On a SLURM cluster').")
+    if launcher == "local":
+        return None
+    local_only = [f"{name}={value}" for name, value in (("GPUS", args.gpus), ("RUNS_PER_GPU", args.runs_per_gpu),
+                                                        ("WORKERS", args.workers)) if value.strip()]
+    if local_only:
+        raise UserError(f"{', '.join(local_only)} apply to LAUNCHER=local; with LAUNCHER=slurm every run is one task "
+                        "of the job array with SLURM_SWEEP_GPUS GPUs (SLURM_SWEEP_PARALLELISM tasks at once). Unset "
+                        "them.")
+    if str(Path(__file__).resolve().parent) not in sys.path:  # imported as a module (tests)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from slurm_launch import SlurmSettings, check_commands
+
+    settings = SlurmSettings.from_env(os.environ)
+    if not args.dry_run:
+        check_commands(settings)
+    return settings
 
 
 def count_or_none(text: str, variable: str) -> int | None:
@@ -495,8 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.methods:
         print("\n".join(f"{name} {flags}" for name, flags in method_table()))
         return 0
-    workers = make_workers(args.gpus.strip(), count_or_none(args.runs_per_gpu, "RUNS_PER_GPU"),
-                           count_or_none(args.workers, "WORKERS"))
+    slurm = slurm_settings(args)
+    workers = [] if slurm else make_workers(args.gpus.strip(), count_or_none(args.runs_per_gpu, "RUNS_PER_GPU"),
+                                            count_or_none(args.workers, "WORKERS"))
     try:
         runs, errors = plan_runs(sys.stdin.read().splitlines())
     except KeyboardInterrupt:
@@ -507,7 +527,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name}: error: {error}", file=sys.stderr)
         raise UserError(f"{len(errors)} run(s) have invalid flags (above); nothing was started. Fix the "
                         "variables (STUDENT, TEACHER, EXTRA, ...) and run the sweep again.")
-    print_overview(runs, workers, args.name, args.dry_run)
+    where = ("LAUNCHER=slurm: one job array task per run" if slurm else
+             f"{len(workers)} worker(s): {', '.join(worker.name for worker in workers)}")
+    print_overview(runs, where, args.name, args.dry_run)
+    if slurm:
+        from slurm_launch import launch
+
+        return launch(runs, slurm, args.name, args.dry_run, record=lambda: write_plan(runs, args.name))
     if args.dry_run or not runs:
         return 0
     write_plan(runs, args.name)

@@ -167,7 +167,6 @@ def test_default_weights_and_resnet32x4_command_line(tmp_path: Path, monkeypatch
     assert train_student.run_name(opt) == "ctkd_cifar100_S_resnet8x4_T_resnet32x4_r_0.1_a_0_b_0.9_trial_1"
     method = METHODS["ctkd"]
     assert method.display_name == "CTKD" and not method.uses_features
-    assert {"resnet32x4->resnet8x4", "wrn_40_2->wrn_16_2", "resnet56->resnet20", "vgg13->vgg8"} <= set(method.published)
 
 
 def test_bad_lambda_range_is_a_user_error() -> None:

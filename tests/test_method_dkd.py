@@ -11,7 +11,7 @@ import torch
 
 from training import student as train_student
 from distiller_zoo import METHODS, DistillContext, DistillKL, Features, dkd_loss, dkd_per_sample, normalize
-from distiller_zoo.dkd import warmup_factor
+from distiller_zoo.base import warmup_factor
 from helper.loop import Progress
 from helpers import assert_same_run, metrics_rows, softmax, train_straight_and_resumed, write_published_teacher
 

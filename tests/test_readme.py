@@ -33,7 +33,10 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 # repository's own modules (checked below) or outside tools
 OTHER_PROGRAMS = {"--nproc_per_node": "torchrun", "--logdir": "tensorboard", "--plot": "reporting/summary.py",
                   "--format": "reporting/summary.py",
-                  "--write": "reporting/method_table.py", "--print-digests": "scripts/fetch_pretrained_teachers.sh"}
+                  "--write": "reporting/method_table.py", "--print-digests": "scripts/fetch_pretrained_teachers.sh",
+                  "--list": "scripts/reproduce.sh", "--table": "reporting/reproduction.py", "--cancel": "scripts/run_status.py",
+                  **{flag: "sbatch" for flag in ("--partition", "--account", "--gpus-per-node", "--cpus-per-task",
+                                                 "--mem", "--array", "--qos", "--constraint", "--gres")}}
 
 
 def shell_lines(text: str = README) -> list[str]:
@@ -88,7 +91,8 @@ def test_every_mentioned_flag_exists() -> None:
         if program.endswith(".py"):
             assert f'"{flag}"' in (ROOT / program).read_text(), f"{program} has no {flag}"
         elif program.endswith(".sh"):
-            assert f"= {flag}" in (ROOT / program).read_text(), f"{program} has no {flag}"
+            text = (ROOT / program).read_text()  # a test `[ "$1" = --flag ]` or a case pattern `--flag)`
+            assert f"= {flag}" in text or f"    {flag})" in text, f"{program} has no {flag}"
 
 
 def test_named_files_modules_and_targets_exist() -> None:

@@ -25,19 +25,22 @@ from dataset.digest import known_content
 from dataset.teacher_bank import (AUTO_BUILD_MIN_EPOCHS, BankSpec, BuildStopped, TeacherBank, bank_blocker,
                                   check_request, data_digest, decide, is_built, open_or_build)
 from distiller_zoo import METHODS, DistillContext, Distiller, DistillTask
-from distiller_zoo.base import add_method_arguments, check_method_arguments, resolve_method, unused_method_flags
+from distiller_zoo.base import (PRESETS, add_distillation_arguments, check_method_arguments, recorded_settings,
+                                resolve_distill, run_method_name, unused_method_flags)
 from helper import distributed
 from helper.checkpoint import checkpoint_arch, classifier_classes, load_checkpoint, load_weights
 from helper.errors import UserError, did_you_mean, report_user_errors
 from helper.folding import fold_batchnorm
 from helper.loop import FitResult, validate
-from helper.options import (HelpFormatter, add_training_args, check_model_for_dataset, check_range,
+from helper.optimizers import check_optimizer_args, make_optimizer, unused_optimizer_settings
+from helper.options import (HelpFormatter, check_model_for_dataset, check_range, explicit_flags,
                             finalize_training_args)
 from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
 from helper.run_folder import (RunPlan, Stage, resumes_stage, run_folder, student_folder_name,
                                tensorboard_folder)
-from helper.runner import make_optimizer, prepare_model, setup, train_or_describe
+from helper.runner import prepare_model, setup, train_or_describe
 from models import all_model_dict
+import recipes
 from training.common import RunInputs, StagePlan, Training, train_run
 
 LOSS_WEIGHT_FLAGS = {"gamma": "-r", "alpha": "-a", "beta": "-b"}
@@ -53,15 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--path_t", type=str, default=None,
                         help="teacher checkpoint (.pth with a 'model' key; required), e.g. "
                              "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth")
-    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join(METHODS)}")
-    parser.add_argument("-r", "--gamma", type=float, default=None,
-                        help="weight of the cross-entropy term (default: the method's; kd 0.1, others 1)")
-    parser.add_argument("-a", "--alpha", type=float, default=None,
-                        help="weight of the KD term (default: the method's; kd 0.9, others 0)")
-    parser.add_argument("-b", "--beta", type=float, default=None,
-                        help="weight of the method's own loss (default: the method's, e.g. crd 0.8, dcd 1)")
-    add_method_arguments(parser)
-    add_training_args(parser, learning_rate=None, trial="1")
+    parser.add_argument("--distill", type=str, default="kd", help=f"method: {' '.join([*METHODS, *PRESETS])}")
+    parser.add_argument("--recipe", type=str, default=None,
+                        help="train a cell of a published table, TABLE/TEACHER-STUDENT/METHOD (e.g. "
+                             "dkd-cifar100/resnet56-resnet20/dkd): its dataset, student, method and settings, and "
+                             "--path_t <save_folder>/models/<teacher>_vanilla/ckpt_epoch_240.pth unless given. Flags "
+                             "given as well win and are recorded as departures (default: none, the flags alone). "
+                             "Tables: python -m recipes --list")
+    add_distillation_arguments(parser)
     parser.add_argument("--teacher_bank", choices=["auto", "on", "off"], default="auto",
                         help="look the frozen teacher's outputs up in a bank of every (training image, crop/flip view) "
                              "instead of running it each step (same training up to float rounding; methods that read "
@@ -85,27 +87,48 @@ class TeacherCheckpoint:
 
 class StudentOptions(argparse.Namespace):
     """train_student.py's options: what ``vars`` shows, checkpoints record under 'opt' and runs compare.
-    The teacher checkpoint they name is held beside them (``teacher``, a slot: never an option)."""
+    The teacher checkpoint they name and what --recipe applied are held beside them (``teacher``,
+    ``recipe_record``: slots, never options)."""
 
-    __slots__ = ("teacher",)
+    __slots__ = ("teacher", "recipe_record")
     teacher: TeacherCheckpoint
+    recipe_record: dict[str, Any] | None
 
 
 def parse_args(argv: list[str] | None = None) -> StudentOptions:
-    return finalize_student_args(build_parser().parse_args(argv, namespace=StudentOptions()))
+    opt = build_parser().parse_args(argv, namespace=StudentOptions())
+    opt.recipe_record = None
+    if opt.recipe is not None:
+        use_recipe(opt, explicit_flags(build_parser(), argv))
+    return finalize_student_args(opt)
+
+
+def use_recipe(opt: StudentOptions, given: set[str]) -> None:
+    """--recipe: the cell's flags where the command line gave none (recipes.apply), its published
+    teacher as --path_t unless given; the record of what it applied goes into the run's identity."""
+    cell = recipes.find_cell(opt.recipe)
+    opt.recipe_record = recipes.apply(cell, opt, given)
+    if opt.path_t is None:
+        opt.path_t = published_teacher_path(opt.save_folder, cell.teacher)
+
+
+def published_teacher_path(save_folder: str, arch: str) -> str:
+    """Where scripts/fetch_pretrained_teachers.sh puts the published ``arch`` teacher."""
+    return str(Path(save_folder) / "models" / f"{arch}_vanilla" / "ckpt_epoch_240.pth")
 
 
 def finalize_student_args(opt: argparse.Namespace) -> StudentOptions:
     """Validate flags, fill the method's default weights and find the teacher's architecture."""
-    opt = opt if isinstance(opt, StudentOptions) else StudentOptions(**vars(opt))
+    if not isinstance(opt, StudentOptions):
+        opt = StudentOptions(**vars(opt))
+        opt.recipe_record = None
     if opt.model_s not in all_model_dict:
         raise UserError(f"Unknown --model_s '{opt.model_s}'.{did_you_mean(opt.model_s, all_model_dict)}"
                         f" Choose one of: {', '.join(all_model_dict)}.")
-    method = resolve_method(opt.distill)
-    if method.key != opt.distill:
-        print(f"--distill {opt.distill} is the earlier name of --distill {method.key}; training {method.key}.")
-        opt.distill = method.key
+    resolve_distill(opt)
+    method = METHODS[opt.distill]
     check_method_arguments(opt)
+    check_optimizer_args(opt)
     finalize_training_args(opt, opt.model_s)  # every range checked before anything is loaded
     check_request(opt.teacher_bank, opt.build_teacher_bank, why_no_bank(opt))
     if opt.path_t is None:
@@ -122,6 +145,11 @@ def finalize_student_args(opt: argparse.Namespace) -> StudentOptions:
     teacher_state = load_checkpoint(Path(opt.path_t), "teacher checkpoint (--path_t)", missing_hint=FETCH_HINT,
                                     mmap=opt.print_run_dir)
     opt.model_t = teacher_arch(opt.path_t, teacher_state)
+    recipe = opt.recipe_record
+    if recipe and opt.model_t != recipe["teacher"]:
+        raise UserError(f"--path_t '{opt.path_t}' is a {opt.model_t} teacher, but --recipe {recipe['name']} distils "
+                        f"a {recipe['teacher']}. Pass a {recipe['teacher']} checkpoint, or drop --path_t to use "
+                        f"{published_teacher_path(opt.save_folder, recipe['teacher'])}.")
     check_model_for_dataset(opt.model_t, opt.dataset, "The teacher (--path_t)")
     teacher_source = checkpoint_source(opt.path_t, teacher_state, opt.model_t,
                                        classifier_classes(teacher_state, opt.model_t))
@@ -137,17 +165,20 @@ def teacher_arch(path: str, state: dict[str, Any]) -> str:
 
 
 def run_name(opt: argparse.Namespace) -> str:
-    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it."""
-    return student_folder_name(opt.distill, opt.dataset, opt.model_s, opt.model_t, opt.gamma, opt.alpha, opt.beta,
+    """<distill>_<dataset>_S_<model_s>_T_<model_t>_r_<r>_a_<a>_b_<b>_trial_<t>, as RepDistiller names it
+    (<distill>: 'crd_dot' for --distill crd --optimizer dot, 'dot' for KD's)."""
+    return student_folder_name(run_method_name(opt.distill, opt.optimizer), opt.dataset, opt.model_s, opt.model_t, opt.gamma, opt.alpha, opt.beta,
                                opt.trial)
 
 
 def run_plan(opt: argparse.Namespace) -> RunPlan:
     """The run folder save/student/student_model/<run_name>, its checkpoint name and epochs, and what
-    the run is: its settings (all but other methods' flags), the teacher's content digest and the
-    data's when it is known without loading it (dataset/digest.py)."""
-    settings = training_settings(opt, unused_method_flags(opt.distill), teacher_mode=METHODS[opt.distill].teacher_mode)
-    identity = run_identity("train_student", settings, opt.teacher.source, known_content(opt.dataset, opt.data_folder))
+    the run is: its settings (all but other methods' and optimizers' flags), the teacher's content
+    digest, the data's when it is known without loading it (dataset/digest.py), and what --recipe applied."""
+    settings = training_settings(opt, unused_method_flags(opt.distill) | unused_optimizer_settings(opt),
+                                 teacher_mode=METHODS[opt.distill].teacher_mode)
+    identity = run_identity("train_student", recorded_settings(settings), opt.teacher.source,
+                            known_content(opt.dataset, opt.data_folder), opt.recipe_record)
     return RunPlan(run_folder(opt.save_folder, "student", run_name(opt)), opt.model_s, opt.epochs,
                    Path(opt.save_folder), identity)
 
@@ -208,11 +239,12 @@ def build_models(opt: StudentOptions, data: Any, device: torch.device
 def main_stage(student: torch.nn.Module, teacher: torch.nn.Module, method: Distiller, opt: argparse.Namespace,
                device: torch.device, bank: TeacherBank | None = None, task_class: type[DistillTask] = DistillTask
                ) -> tuple[DistillTask, torch.optim.Optimizer]:
-    """The main-stage training step and its optimizer (student + the method's trainable modules; SGD
-    unless the method supplies its own)."""
+    """The main-stage training step and its --optimizer over the student's and the method's trainable
+    parameters."""
     task = task_class(student, teacher, method, opt.gamma, opt.alpha, opt.beta, opt.kd_T,
                       logit_stand=opt.logit_stand, bank=bank)
-    optimizer = method.make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device)
+    optimizer = make_optimizer([*student.parameters(), *method.trainable_parameters()], opt, device,
+                               name=opt.optimizer)
     return task, optimizer
 
 
@@ -352,8 +384,9 @@ def build_training(inputs: RunInputs) -> Training:
     opt, device = inputs.opt, inputs.device
     run = assemble(opt, inputs.plan, inputs.data, inputs.train_loader, device)
     teacher_acc = validate(run.teacher, inputs.test_loader)["test_acc1"]
-    banner = (f"{opt.distill}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) -> {opt.model_s} on {opt.dataset}, "
-              f"r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} -> {inputs.plan.run_dir}")
+    banner = (f"{run_method_name(opt.distill, opt.optimizer)}: {opt.model_t} (teacher, test acc {teacher_acc:.2f}) "
+              f"-> {opt.model_s} on {opt.dataset}, r={opt.gamma:g} a={opt.alpha:g} b={opt.beta:g}, device {device} "
+              f"-> {inputs.plan.run_dir}")
 
     def stages() -> Iterator[StagePlan]:
         if run.method.init_stage and opt.init_epochs > 0 and not resumes_stage(inputs.resume, Stage.MAIN):

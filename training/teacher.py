@@ -17,7 +17,8 @@ from helper.options import (HelpFormatter, add_training_args, check_model_for_da
                             finalize_training_args)
 from helper.provenance import run_identity, training_settings
 from helper.run_folder import RunPlan, run_folder, teacher_folder_name, tensorboard_folder
-from helper.runner import make_optimizer, prepare_model, train_or_describe
+from helper.optimizers import make_optimizer
+from helper.runner import prepare_model, train_or_describe
 from helper.util import plural
 from models import all_model_dict
 from training.common import RunInputs, StagePlan, Training, train_run

@@ -20,7 +20,8 @@ from helper.loop import ClassifierTask
 from helper.options import HelpFormatter, add_training_args, finalize_training_args
 from helper.provenance import checkpoint_source, run_identity, training_settings
 from helper.run_folder import RunPlan, run_folder, tensorboard_folder, transfer_folder_name
-from helper.runner import make_optimizer, prepare_model, train_or_describe
+from helper.optimizers import make_optimizer
+from helper.runner import prepare_model, train_or_describe
 from helper.util import plural
 from models import classifier_key, get_classifier, model_dict, set_classifier
 from training.common import RunInputs, StagePlan, Training, train_run
