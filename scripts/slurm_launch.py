@@ -251,7 +251,7 @@ class TrainTask:
 
     script: str
     args: list[str]
-    plan_fields: dict[str, Any]  # helper.options.RunPlan's fields
+    plan_fields: dict[str, Any]  # helper.run_folder.RunPlan's fields
     log_path: Path
     gpus: int = 1
     nodes: int = 1
@@ -276,7 +276,7 @@ class TrainTask:
         """RunPlan.checkpoint_status(): 'missing', 'unfinished', 'finished' or 'conflict'."""
         if not (self.run_dir / f"{self.plan_fields['model_name']}_last.pth").is_file():
             return "missing"
-        from helper.options import RunPlan
+        from helper.run_folder import RunPlan
 
         return RunPlan(**self.plan_fields).checkpoint_status()
 

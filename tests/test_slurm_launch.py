@@ -25,7 +25,7 @@ import torch
 from datagen import write_cifar100
 from helper.checkpoint import load_checkpoint
 from helper.errors import UserError
-from helper.options import RunPlan
+from helper.run_folder import RunPlan
 from helper.runlock import holder
 
 REPO = Path(__file__).resolve().parents[1]
