@@ -48,6 +48,7 @@ class Comparison:
     protocol: list[str] = field(default_factory=list)   # how the runs differ from the recipe (and the teacher)
     recipe: str = ""                # the recipe cell compared with (teacher rows: its table)
     departs: bool = False           # the settings differ from the recipe's: no verdict
+    unchecked: bool = False         # the recipe's number or settings could not be checked against its source
 
     @property
     def n(self) -> int:
@@ -209,7 +210,7 @@ def student_comparisons(groups: list[Group], table: str | None = None) -> list[C
             protocol, departs = protocol_differences(run, cell)
             pair = f"{teacher_cell(run.teacher, run.teacher_digest, None)} -> {run.student}"
             rows.append(Comparison(run.dataset, pair, group.column, cell.published, group.values("best_acc"),
-                                   group.values("last_acc"), protocol, cell.name, departs))
+                                   group.values("last_acc"), protocol, cell.name, departs, not cell.checked))
     return rows
 
 
@@ -262,7 +263,8 @@ def table_report(groups: list[Group], table: str) -> list[Comparison]:
 # output
 
 COLUMNS = ["dataset", "pair", "method", "published", "n", "best_mean", "best_std", "best_min", "best_max",
-           "last_mean", "last_std", "difference", "interval_low", "interval_high", "verdict", "protocol", "recipe"]
+           "last_mean", "last_std", "difference", "interval_low", "interval_high", "verdict", "protocol", "recipe",
+           "recipe_checked"]
 EXPLANATION = (
     "Published: the authors' top-1 (%) of the recipe (recipes/<table>.toml: the published number and the "
     "settings it was obtained with; teachers: the tables' published teachers). Ours: mean ± sample std of the "
@@ -274,7 +276,9 @@ EXPLANATION = (
     "recipe of its dataset, pair and method whose settings it has (runs trained with --recipe: that recipe); "
     "where its settings depart from the nearest recipe, the last columns name each departure ('dkd_beta 8 "
     f"(recipe 2)') and the verdict is *{NO_COUNTERPART}*: the numbers are not the paper's experiment. A "
-    "teacher that is not the published checkpoint is named too. min-max is shown for 3 or more trials.")
+    "teacher that is not the published checkpoint is named too. A recipe whose number or settings could not "
+    "be checked against its source (its note says why) gives *(recipe unchecked)* after the verdict and "
+    "*as the recipe* in the last columns. min-max is shown for 3 or more trials.")
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -293,7 +297,7 @@ def as_record(row: Comparison) -> dict[str, Any]:
             "best_mean": best_mean, "best_std": best_std, "best_min": min(row.best) if spread else None,
             "best_max": max(row.best) if spread else None, "last_mean": last_mean, "last_std": last_std,
             "difference": row.difference, "interval_low": low, "interval_high": high, "verdict": row.verdict,
-            "protocol": "; ".join(row.protocol), "recipe": row.recipe}
+            "protocol": "; ".join(row.protocol), "recipe": row.recipe, "recipe_checked": not row.unchecked}
 
 
 def csv_record(row: Comparison) -> dict[str, str]:
@@ -315,7 +319,10 @@ def markdown_row(row: Comparison) -> list[str]:
     interval = "-" if row.interval is None else f"[{row.interval[0]:.2f}, {row.interval[1]:.2f}]"
     difference = "-" if row.difference is None else f"{row.difference:+.2f}"
     verdict_cell = row.verdict + (" (settings differ)" if row.protocol and not row.departs and row.best else "")
-    differs = "; ".join(row.protocol) or ("as published" if row.best else "-")
+    if row.unchecked and row.best and not row.departs:
+        verdict_cell += " (recipe unchecked)"
+    as_published = "as the recipe (not checked against its source)" if row.unchecked else "as published"
+    differs = "; ".join(row.protocol) or (as_published if row.best else "-")
     return [row.dataset, row.pair, row.method, f"{row.published:.2f}",
             f"{_mean_std_cell(values['best_mean'], values['best_std'])} ({row.n})", spread,
             _mean_std_cell(values["last_mean"], values["last_std"]), difference, interval, verdict_cell,

@@ -232,3 +232,20 @@ def test_a_save_tree_gives_the_table_of_one_recipe_file(tmp_path: Path, capsys: 
     others = rows[2:]
     assert len(others) == 10 and {row[-3] for row in others} == {"not run"}
     assert "| cifar100 | resnet32x4 -> resnet8x4 | DKD | 76.32 | - (0) |" in text
+
+
+def test_a_recipe_not_checked_against_its_source_is_never_as_published(published_digest: None) -> None:
+    """A group matching a cell marked checked = false: its verdict says so, and the row never reads
+    'as published'."""
+    unchecked = next(cell for cell in recipes.all_cells() if not cell.checked and "+" not in cell.method
+                     and cell.teacher == "resnet32x4" and not cell.settings)
+    run = distill_run(unchecked.student, unchecked.method, (1, 0, 1))
+    run.gamma, run.alpha, run.beta = (unchecked.flags()[name] for name in ("gamma", "alpha", "beta"))
+    run.settings = {**run.settings, **{key: value for key, value in unchecked.expected().items()
+                                       if key not in ("dataset", "model_s", "distill")}}
+    run.best_acc = run.last_acc = unchecked.published
+    rows = [row for row in reproduction.student_comparisons([Group([run, run])]) if row.recipe == unchecked.name]
+    assert len(rows) == 1 and rows[0].unchecked and not rows[0].departs
+    cells = reproduction.markdown_row(rows[0])
+    assert cells[-3].endswith("(recipe unchecked)") and cells[-2] == "as the recipe (not checked against its source)"
+    assert reproduction.as_record(rows[0])["recipe_checked"] is False
