@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from helper.errors import UserError  # noqa: E402
+from helper.run_folder import last_checkpoint  # noqa: E402
 from helper.util import clock, log_tail  # noqa: E402
 from helper.runlock import INHERITED_LOCK_VARIABLE, WORKER_VARIABLE, RunLock, describe_holder, holder  # noqa: E402
 
@@ -274,7 +275,7 @@ class TrainTask:
 
     def status(self) -> str:
         """RunPlan.checkpoint_status(): 'missing', 'unfinished', 'finished' or 'conflict'."""
-        if not (self.run_dir / f"{self.plan_fields['model_name']}_last.pth").is_file():
+        if not last_checkpoint(self.run_dir, self.plan_fields["model_name"]).is_file():
             return "missing"
         from helper.run_folder import RunPlan
 

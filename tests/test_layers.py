@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("analysis", "crd", "dataset", "distiller_zoo", "helper", "models", "reporting", "training")
+PACKAGES = ("analysis", "crd", "dataset", "distiller_zoo", "helper", "models", "recipes", "reporting", "training")
 
 
 def _module_name(path: Path) -> str:
@@ -90,12 +90,12 @@ def _package_graph() -> dict[str, set[str]]:
 
 
 def test_layers_point_one_way() -> None:
-    """training/ (what the entry scripts run) sits above the methods and models, which sit above the
-    shared loop and data (helper/, dataset/); the offline tools (analysis/, reporting/) sit beside
-    the entry scripts and nothing imports them or training/."""
+    """training/ (what the entry scripts run) sits above the methods, models and recipes, which sit
+    above the shared loop and data (helper/, dataset/); the offline tools (analysis/, reporting/)
+    sit beside the entry scripts and nothing imports them or training/."""
     packages = _package_graph()
-    assert packages["training"] <= {"crd", "dataset", "distiller_zoo", "helper", "models"}
-    for below in ("crd", "dataset", "distiller_zoo", "helper", "models"):
+    assert packages["training"] <= {"crd", "dataset", "distiller_zoo", "helper", "models", "recipes"}
+    for below in ("crd", "dataset", "distiller_zoo", "helper", "models", "recipes"):
         assert not packages[below] & {"training", "analysis", "reporting"}, below
     for loop_and_data in ("helper", "dataset"):
         assert not packages[loop_and_data] & {"distiller_zoo", "crd"}, loop_and_data

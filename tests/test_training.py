@@ -13,8 +13,8 @@ from training import student as train_student
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPTS = {name.removesuffix(".py") for name in ENTRY_MODULES}
 # every folder of the repository's Python code, and the top-level modules beside the entry scripts
-CODE_FOLDERS = ("analysis", "bench", "crd", "dataset", "distiller_zoo", "helper", "models", "reporting", "scripts",
-                "tests", "training")
+CODE_FOLDERS = ("analysis", "bench", "crd", "dataset", "distiller_zoo", "helper", "models", "recipes", "reporting",
+                "scripts", "tests", "training")
 
 
 def imported_modules(path: Path) -> set[str]:

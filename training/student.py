@@ -36,8 +36,8 @@ from helper.optimizers import check_optimizer_args, make_optimizer, unused_optim
 from helper.options import (HelpFormatter, check_model_for_dataset, check_range, explicit_flags,
                             finalize_training_args)
 from helper.provenance import checkpoint_source, check_source_fits, run_identity, training_settings
-from helper.run_folder import (RunPlan, Stage, resumes_stage, run_folder, student_folder_name,
-                               tensorboard_folder)
+from helper.run_folder import (RunPlan, Stage, epoch_checkpoint, resumes_stage, run_folder, student_folder_name,
+                               teacher_folder_name, tensorboard_folder)
 from helper.runner import prepare_model, setup, train_or_describe
 from models import all_model_dict
 import recipes
@@ -114,7 +114,7 @@ def use_recipe(opt: StudentOptions, given: set[str]) -> None:
 
 def published_teacher_path(save_folder: str, arch: str) -> str:
     """Where scripts/fetch_pretrained_teachers.sh puts the published ``arch`` teacher."""
-    return str(Path(save_folder) / "models" / f"{arch}_vanilla" / "ckpt_epoch_240.pth")
+    return str(epoch_checkpoint(run_folder(save_folder, "vanilla", teacher_folder_name(arch, "cifar100", "0")), 240))
 
 
 def finalize_student_args(opt: argparse.Namespace) -> StudentOptions:
