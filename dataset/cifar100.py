@@ -47,8 +47,8 @@ def read_cifar_pickle(path: Path, label_key: str, num_classes: int, dataset: str
         raise DatasetError(f"{dataset} file {path} is corrupt or not a {dataset} python pickle "
                            f"({type(error).__name__}: {error}). Delete the folder {path.parent} and download "
                            f"it again from {url} (extract into {path.parent.parent}).") from error
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0] \
-            or (data.size and (data.min() < 0 or data.max() > 255)):
+    if (data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]
+            or (data.size and (data.min() < 0 or data.max() > 255))):
         raise DatasetError(f"{dataset} file {path} has unexpected contents: 'data' {data.dtype} {data.shape} "
                            f"with {labels.shape[0]} '{label_key}' (expected N x 3072 uint8 and N labels). "
                            f"Delete {path.parent} and download it again from {url}.")

@@ -30,8 +30,8 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 
 from dataset.base import DatasetError
-from dataset.loaders import Batch, ShardedLoader, _KeySampler, epoch_keys, normalize, rank_positions, \
-    test_shard
+from dataset.loaders import (Batch, ShardedLoader, _KeySampler, epoch_keys, normalize, rank_positions,
+    test_shard)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -128,8 +128,8 @@ def random_resized_crop(height: int, width: int, generator: torch.Generator) -> 
             left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
             return top, left, crop_h, crop_w
     ratio = width / height  # fallback: the largest central crop within the ratio range
-    crop_w, crop_h = (width, round(width / CROP_RATIO[0])) if ratio < CROP_RATIO[0] else \
-        (round(height * CROP_RATIO[1]), height) if ratio > CROP_RATIO[1] else (width, height)
+    crop_w, crop_h = ((width, round(width / CROP_RATIO[0])) if ratio < CROP_RATIO[0] else
+        (round(height * CROP_RATIO[1]), height) if ratio > CROP_RATIO[1] else (width, height))
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 

@@ -85,8 +85,8 @@ class ClassAttentionTransfer(Distiller):
         self.student_cams = partial(network_cams, context.student)
         self.teacher_cams = partial(network_cams, context.teacher)
         official = OFFICIAL_SETTINGS.get((getattr(opt, "model_t", ""), getattr(opt, "model_s", "")))
-        if official and (getattr(opt, "beta", None), self.resolution, self.normalize) != official \
-                and distributed.is_main():
+        if (official and (getattr(opt, "beta", None), self.resolution, self.normalize) != official
+                and distributed.is_main()):
             beta, resolution, normalize = official
             print(f"CAT-KD: the official setting for {opt.model_t} -> {opt.model_s} is -b {beta:g} --cat_resolution "
                   f"{resolution}{' --cat_normalize' if normalize else ''}; this run uses -b {opt.beta:g} "

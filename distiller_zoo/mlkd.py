@@ -78,8 +78,8 @@ def multi_level_loss(weak_student: Tensor, weak_teacher: Tensor, strong_student:
     """
     sample_share, class_share = confidence_shares(weak_teacher)
     instance_weak = sum(kd_loss(weak_student, weak_teacher, t, logit_stand) for t in temperatures) * sample_share
-    instance_strong = sum(kd_loss(strong_student, strong_teacher, t, logit_stand) for t in temperatures[:3]) \
-        + sum(kd_loss(weak_student, weak_teacher, t, logit_stand) for t in temperatures[3:])
+    instance_strong = (sum(kd_loss(strong_student, strong_teacher, t, logit_stand) for t in temperatures[:3])
+        + sum(kd_loss(weak_student, weak_teacher, t, logit_stand) for t in temperatures[3:]))
     class_level = sum(cc_loss(weak_student, weak_teacher, t) for t in temperatures) * class_share
     batch_level = sum(bc_loss(weak_student, weak_teacher, t) for t in temperatures) * sample_share
     return instance_weak + instance_strong + class_level + batch_level

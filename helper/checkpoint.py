@@ -49,8 +49,8 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", missing_hint: st
                                   "auto from its last good checkpoint, or train it again).")
         raise UserError(f"Could not read the {what} '{path}': the file is damaged (truncated, corrupt or not a "
                         f"PyTorch checkpoint; {type(error).__name__}: {first_sentence(str(error))}) {advice}") from None
-    if isinstance(state, dict) and state and "model" not in state and \
-            all(isinstance(value, torch.Tensor) for value in state.values()):
+    if (isinstance(state, dict) and state and "model" not in state and
+            all(isinstance(value, torch.Tensor) for value in state.values())):
         state = {"model": state}  # a bare state_dict, as torchvision publishes its ImageNet weights
     if not isinstance(state, dict) or "model" not in state:
         keys = list(state)[:8] if isinstance(state, dict) else type(state).__name__
@@ -109,8 +109,8 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: str | Path, arch
         raise UserError(f"The checkpoint {flag} '{path}' is a '{arch}' with {found[1]} output classes, but the "
                         f"dataset needs {expected}. Use the --dataset the model was trained on, or a checkpoint "
                         "trained on this dataset.")
-    holds = f"a '{found[0]}' model ({found[1]} classes)" if found else \
-        f"a '{state['arch']}' model" if isinstance(state.get("arch"), str) else "weights of an unknown architecture"
+    holds = (f"a '{found[0]}' model ({found[1]} classes)" if found else
+        f"a '{state['arch']}' model" if isinstance(state.get("arch"), str) else "weights of an unknown architecture")
     raise UserError(f"The checkpoint {flag} '{path}' holds {holds}, which does not match the architecture "
                     f"'{arch}' it is being loaded into ({detail}). Pass the matching architecture name, or the "
                     f"checkpoint of a '{arch}' model.")

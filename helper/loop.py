@@ -215,8 +215,8 @@ class EpochMeters:
             return
         name = min((term for term in bad if term != "loss"), key=bad.__getitem__, default="loss")
         step_value = bad[name]
-        saved = f"The last good checkpoint is '{last_checkpoint}'." if last_checkpoint and last_checkpoint.exists() \
-            else "No checkpoint of this run was written yet."
+        saved = (f"The last good checkpoint is '{last_checkpoint}'." if last_checkpoint and last_checkpoint.exists()
+            else "No checkpoint of this run was written yet.")
         raise DivergenceError(
             f"The loss term '{name}' became NaN or infinite at epoch {epoch}, step {step_value}; training stopped "
             f"and no checkpoint was overwritten. {saved} Lower --learning_rate or this term's weight (-r/-a/-b), "
@@ -499,8 +499,8 @@ class StageRun:
         if not self.loss_columns and self.logger is None:
             self._open_logger(train, scalars)
         distributed.broadcast_norm_stats(self.task.modules())  # one model to validate and save
-        test = validate(self.task.evaluated_model(), self.test_loader, self.autocast) \
-            if config.validate_each_epoch and self.test_loader else {}
+        test = (validate(self.task.evaluated_model(), self.test_loader, self.autocast)
+            if config.validate_each_epoch and self.test_loader else {})
         self.last_acc = test.get("test_acc1", 0.0)
         improved = bool(test) and (self.last_acc > self.best_acc or not self.best_path.exists())
         self.best_acc = max(self.best_acc, self.last_acc)

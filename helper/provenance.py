@@ -62,8 +62,8 @@ def checkpoint_source(path: str | Path, state: dict[str, Any], arch: str, num_cl
     options = state.get("opt")
     options = vars(options) if isinstance(options, argparse.Namespace) else options
     recorded_run = state.get("run") if isinstance(state.get("run"), dict) else {}
-    dataset = (recorded_run.get("settings") or {}).get("dataset") or \
-        (options.get("dataset") if isinstance(options, dict) else None)
+    dataset = ((recorded_run.get("settings") or {}).get("dataset") or
+        (options.get("dataset") if isinstance(options, dict) else None))
     accuracy = state.get("best_acc", state.get("accuracy"))
     return {"path": str(path), "digest": weights_digest(state["model"]), "arch": arch,
             "dataset": dataset if isinstance(dataset, str) else None, "num_classes": num_classes,
@@ -226,8 +226,8 @@ def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple
 def _is_number_pair(a: Any, b: Any) -> bool:
     """Numbers equal in value (1 and 1.0) are the same setting."""
     numbers = (int, float)
-    return isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and \
-        not isinstance(b, bool) and float(a) == float(b)
+    return (isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and
+        not isinstance(b, bool) and float(a) == float(b))
 
 
 def describe_source(source: dict[str, Any]) -> str:
@@ -235,8 +235,8 @@ def describe_source(source: dict[str, Any]) -> str:
     if not source:
         return "(none)"
     details = ", ".join(str(part) for part in (source.get("dataset"), _percent(source.get("accuracy"))) if part)
-    return f"{source.get('arch')} {source.get('digest')}" + (f" ({details})" if details else "") + \
-        (f" from '{source['path']}'" if source.get("path") else "")
+    return (f"{source.get('arch')} {source.get('digest')}" + (f" ({details})" if details else "") +
+        (f" from '{source['path']}'" if source.get("path") else ""))
 
 
 def _percent(value: Any) -> str | None:

@@ -346,8 +346,8 @@ def _method(name: Any, where: str) -> str:
 
 
 def _percent(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100 \
-            or not math.isfinite(value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100
+            or not math.isfinite(value)):
         raise UserError(f"{where}: published must be a top-1 accuracy in % (0-100), got {value!r}.")
     return float(value)
 
@@ -363,8 +363,8 @@ def same_value(first: Any, second: Any) -> bool:
                    for value in (first, second)]
         return as_text[0] == as_text[1]
     numbers = (int, float)
-    if isinstance(first, numbers) and isinstance(second, numbers) and not isinstance(first, bool) \
-            and not isinstance(second, bool):
+    if (isinstance(first, numbers) and isinstance(second, numbers) and not isinstance(first, bool)
+            and not isinstance(second, bool)):
         return float(first) == float(second)
     return first == second
 

@@ -328,8 +328,8 @@ def _what_was_trained(kind: str, state: dict[str, Any], opt: dict[str, Any], nam
         return "-", str(pick("model", state.get("arch", "?"))), "published" if published else "vanilla", [None] * 3
     source = _source_of(opt.get("path_s")) or _from_folder_name("student", named.get("source", ""))
     weights = [source.get(key) for key in ("gamma", "alpha", "beta")]
-    return str(source.get("model_t", "?")), str(pick("model_s", source.get("model_s", "?"))), \
-        str(source.get("distill", "?")), weights
+    return (str(source.get("model_t", "?")), str(pick("model_s", source.get("model_s", "?"))),
+        str(source.get("distill", "?")), weights)
 
 
 def _progress(state: dict[str, Any], opt: dict[str, Any], rows: list[dict[str, float]],

@@ -179,8 +179,8 @@ def apart_table(groups: list[Group]) -> list[str]:
     if not rows:
         return []
     header = ["kind", "dataset", "teacher", "student", "method", "trial", "best", "last", "epochs", "why"]
-    return ["## Listed apart (not averaged): unfinished runs and runs resumed with other settings", ""] + \
-        markdown_table(header, rows) + [""]
+    return (["## Listed apart (not averaged): unfinished runs and runs resumed with other settings", ""] +
+        markdown_table(header, rows) + [""])
 
 
 SUMMARY_INTRO = (
@@ -196,8 +196,8 @@ def reproduction_section(compared: list[reproduction.Comparison]) -> list[str]:
     """The reproduction table with how to read it ([] when no group has a published number)."""
     if not compared:
         return []
-    return ["## Reproduction: ours against the published numbers", "", reproduction.EXPLANATION, ""] + \
-        markdown_table(reproduction.MARKDOWN_HEADER, [reproduction.markdown_row(row) for row in compared]) + [""]
+    return (["## Reproduction: ours against the published numbers", "", reproduction.EXPLANATION, ""] +
+        markdown_table(reproduction.MARKDOWN_HEADER, [reproduction.markdown_row(row) for row in compared]) + [""])
 
 
 def notices_section(notices: list[str]) -> list[str]:
