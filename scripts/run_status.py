@@ -64,16 +64,22 @@ class Row:
     name: str
 
 
+def read_json_files(folder: Path, pattern: str, what: str, order: str) -> list[dict[str, Any]]:
+    """The JSON files ``folder/pattern``, oldest first by their ``order`` entry; a file that cannot be
+    read is skipped with one warning naming it as ``what``."""
+    found = []
+    for path in sorted(folder.glob(pattern)):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            print(f"run_status: warning: cannot read the {what} '{path}'; skipping it.", file=sys.stderr)
+    return sorted(found, key=lambda entry: entry.get(order, 0))
+
+
 def read_plans(save_folder: Path) -> list[dict[str, Any]]:
     """Every run of every plan file, oldest sweep first, each run folder once (latest plan wins)."""
-    plans = []
-    for path in sorted((save_folder / "sweeps").glob("*.json")):
-        try:
-            plans.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            print(f"run_status: warning: cannot read the sweep plan '{path}'; skipping it.", file=sys.stderr)
     runs: dict[str, dict[str, Any]] = {}
-    for plan in sorted(plans, key=lambda plan: plan.get("started", 0)):
+    for plan in read_json_files(save_folder / "sweeps", "*.json", "sweep plan", "started"):
         for run in plan.get("runs", []):
             runs.pop(run["run_dir"], None)
             runs[run["run_dir"]] = run
@@ -128,14 +134,8 @@ def conflicts(run: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 def read_slurm_tasks(save_folder: Path) -> dict[str, dict[str, Any]]:
     """run folder -> the task of the latest job array that trains it (SAVE_FOLDER/slurm/*/manifest.json),
     with its manifest's executor and submitit folder."""
-    manifests = []
-    for path in sorted((save_folder / "slurm").glob("*/manifest.json")):
-        try:
-            manifests.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            print(f"run_status: warning: cannot read the job array manifest '{path}'; skipping it.", file=sys.stderr)
     tasks: dict[str, dict[str, Any]] = {}
-    for manifest in sorted(manifests, key=lambda manifest: manifest.get("submitted", 0)):
+    for manifest in read_json_files(save_folder / "slurm", "*/manifest.json", "job array manifest", "submitted"):
         for task in manifest.get("tasks", []):
             tasks[task["run_dir"]] = {**task, "executor": manifest.get("executor", "slurm"),
                                       "submitit_folder": manifest.get("submitit_folder", ""),
