@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from dataset import cifar10, cifar100, stl10, tinyimagenet
+from helper.util import atomic_write
 
 DIGEST_LENGTH = 16
 CACHE_SUFFIX = ".digest.json"
@@ -109,14 +110,12 @@ def _read_cache(dataset: str, data_folder: str | Path, stamp: str | None) -> dic
 
 def _write_cache(dataset: str, data_folder: str | Path, stamp: str, digest: dict[str, str]) -> None:
     """Write the cache atomically; a read-only data folder goes without (the next run digests again)."""
-    path = cache_path(dataset, data_folder)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps({"format": CACHE_FORMAT, "dataset": dataset, "stamp": stamp, "digest": digest}, indent=1,
+                      sort_keys=True) + "\n"
     try:
-        temporary.write_text(json.dumps({"format": CACHE_FORMAT, "dataset": dataset, "stamp": stamp,
-                                         "digest": digest}, indent=1, sort_keys=True) + "\n")
-        os.replace(temporary, path)
+        atomic_write(cache_path(dataset, data_folder), lambda handle: handle.write(text.encode()))
     except OSError:
-        temporary.unlink(missing_ok=True)
+        pass
 
 
 def known_content(dataset: str, data_folder: str | Path) -> dict[str, str] | None:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from helper.errors import UserError
+from helper.util import atomic_write
 
 RECORD_FILE = "published_teachers.json"
 RECORD_FORMAT = 1
@@ -111,16 +110,7 @@ def add_to_record(path: Path, arch: str, weights_digest: str, sha256: str, sourc
                     "checked": checked,
                     "fetched": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     document = {"format": RECORD_FORMAT, "written_by": FETCH_SCRIPT, "teachers": entries}
-    fd, temporary = tempfile.mkstemp(prefix=f".{RECORD_FILE}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=1)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    atomic_write(path, lambda handle: handle.write((json.dumps(document, indent=1) + "\n").encode()))
 
 
 def record_entry(path: Path, arch: str, weights_digest: str) -> dict[str, Any] | None:

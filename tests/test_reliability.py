@@ -117,21 +117,28 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_atomic_writes_take_the_umask_mode(umask: int, tmp_path: Path) -> None:
-    """Checkpoints, run.json and bank manifests get 0666 less the umask (as open() gives), not the 0600
-    of a private temp file: a save folder shared with others stays readable."""
+    """Checkpoints, run.json, bank manifests, the teachers' fetch record and the data digest cache get
+    0666 less the umask (as open() gives), not the 0600 of a private temp file: a save folder shared
+    with others stays readable."""
+    from dataset.digest import _write_cache, cache_path
     from dataset.teacher_bank import write_manifest
     from helper.provenance import write_run_record
+    from helper.published_teachers import add_to_record
 
     previous = os.umask(umask)
     try:
         save_checkpoint({"model": {"w": torch.ones(2)}}, tmp_path / "ckpt.pth")
         write_run_record(tmp_path, {"settings": {}})
         write_manifest(tmp_path, "logits", {"checksums": []})
+        add_to_record(tmp_path / "published_teachers.json", "resnet8", "0" * 16, "1" * 64, "test", "loads")
+        _write_cache("cifar100", tmp_path, "stamp", {"train": "a", "test": "b"})
     finally:
         os.umask(previous)
-    for name in ("ckpt.pth", "run.json", "logits.json"):
+    cache = cache_path("cifar100", tmp_path).name
+    written = sorted(["ckpt.pth", "logits.json", "run.json", "published_teachers.json", cache])
+    for name in written:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt.pth", "logits.json", "run.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == written
 
 
 def test_namespace_checkpoint_loads_through_allowlist_only(tmp_path: Path) -> None:
